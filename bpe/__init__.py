@@ -1,0 +1,1 @@
+"""bpe: a byte-level BPE tokenizer (being written)."""

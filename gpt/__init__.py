@@ -1,0 +1,1 @@
+"""gpt: a GPT built on tinygrad_lite (being written)."""

@@ -1,0 +1,71 @@
+"""Shared test configuration: hypothesis profiles, data files, the gpu marker."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# `ci` is deterministic (same examples every run) and has no per-example deadline
+# (a shared 2-core machine has noisy timings); `dev` explores new examples each run.
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", deadline=None, max_examples=25,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """Where the shared data lives: $TINYGRAD_LITE_DATA, else ../shared/data beside the project."""
+    return Path(os.environ.get("TINYGRAD_LITE_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+def require_data_file(relative: str) -> Path:
+    """The path of a shared data file; a failure under CI when it is missing, a skip elsewhere."""
+    path = data_dir() / relative
+    if not path.is_file():
+        message = (f"data file {path} is missing (set TINYGRAD_LITE_DATA to the folder holding "
+                   "tinyshakespeare.txt and gpt2/)")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def gpu_available() -> tuple[bool, str]:
+    try:
+        from tinygrad_lite import backend
+        backend.get_xp("cuda")
+        return True, ""
+    except Exception as error:  # GPUUnavailableError, or a broken CuPy install
+        return False, str(error)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not any("gpu" in item.keywords for item in items):
+        return
+    ok, reason = gpu_available()
+    if ok:
+        return
+    skip = pytest.mark.skip(reason=f"needs a GPU: {reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def shakespeare_path() -> Path:
+    return require_data_file("tinyshakespeare.txt")
+
+
+@pytest.fixture
+def gpt2_files() -> tuple[Path, Path]:
+    return require_data_file("gpt2/vocab.bpe"), require_data_file("gpt2/encoder.json")
+
+
+@pytest.fixture
+def cl100k_path() -> Path:
+    return require_data_file("cl100k_base.tiktoken")

@@ -1,0 +1,152 @@
+"""Composite ops, written as plain Tensor code (the reference versions).
+
+Each function here is built only from primitive ops, so autograd
+differentiates it for free and a learner can read the math directly. The
+fused fast paths in ``tinygrad_lite.fused`` compute the same thing in one
+Function with a hand-written backward; tests check that the two agree.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from . import backend
+from .tensor import Tensor, embedding_lookup, where
+
+
+def softmax_reference(x: Tensor, axis: int = -1) -> Tensor:
+    """softmax(x)_i = e^(x_i - m) / sum_j e^(x_j - m), with m = max(x) for stability."""
+    shifted = x - x.max(axis=axis, keepdims=True).detach()
+    e = shifted.exp()
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax_reference(x: Tensor, axis: int = -1) -> Tensor:
+    """log softmax(x)_i = (x_i - m) - log sum_j e^(x_j - m)."""
+    shifted = x - x.max(axis=axis, keepdims=True).detach()
+    return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
+
+
+def _target_array(targets, logits: Tensor):
+    targets = targets.data if isinstance(targets, Tensor) else logits.xp.asarray(targets)
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
+    if logits.ndim != 2 or targets.shape != (logits.shape[0],):
+        raise ValueError(f"cross_entropy: expected logits (N, C) and targets (N,), "
+                         f"got {logits.shape} and {tuple(targets.shape)}")
+    return targets
+
+
+def check_targets(targets, num_classes: int, ignore_index: int) -> None:
+    """Targets must be class ids in [0, C) (or ``ignore_index``): anything else is a bug."""
+    valid = targets[targets != ignore_index]
+    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= num_classes):
+        raise IndexError(f"cross_entropy: target {int(valid.max()) if int(valid.max()) >= num_classes else int(valid.min())} "
+                         f"is out of range for {num_classes} classes")
+
+
+def cross_entropy_reference(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """loss_n = -log softmax(logits_n)[target_n], averaged over targets != ignore_index."""
+    targets = _target_array(targets, logits)
+    check_targets(targets, logits.shape[1], ignore_index)
+    xp = logits.xp
+    keep = targets != ignore_index
+    rows = xp.arange(logits.shape[0])
+    picked = log_softmax_reference(logits, axis=-1)[rows, xp.where(keep, targets, 0)]
+    losses = -picked * Tensor(keep.astype(logits.dtype))
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    if reduction == "mean":
+        return losses.sum() / int(keep.sum())  # 0/0 = nan when every target is ignored, as in torch
+    raise ValueError(f"cross_entropy: unknown reduction {reduction!r} (expected 'mean', 'sum' or 'none')")
+
+
+def layer_norm_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, over the last axis (biased var)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    centered = x - mean
+    var = (centered * centered).mean(axis=-1, keepdims=True)
+    y = centered / (var + eps).sqrt()
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu_reference(x: Tensor) -> Tensor:
+    """GELU, tanh approximation (GPT-2's): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + (_GELU_C * (x + 0.044715 * x * x * x)).tanh())
+
+
+def scaled_dot_product_attention_reference(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False) -> Tensor:
+    """softmax(q k^T / sqrt(D) [+ causal mask]) v on (..., T, D) tensors.
+
+    The causal mask lets query i see keys 0..i (top-left aligned, as in torch).
+    """
+    _check_attention_shapes(q, k, v)
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    if is_causal:
+        allowed = q.xp.tril(q.xp.ones(scores.shape[-2:], dtype=bool))
+        scores = scores.masked_fill(~allowed, -math.inf)
+    return softmax_reference(scores, axis=-1) @ v
+
+
+def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:
+    if q.ndim < 2 or k.shape[-1] != q.shape[-1] or k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(f"scaled_dot_product_attention: incompatible shapes q {q.shape}, k {k.shape}, v {v.shape} "
+                         "(expected (..., Tq, D), (..., Tk, D), (..., Tk, Dv))")
+
+
+# ------------------------------------------------------------ public API
+# The public names use the reference versions until fused fast paths exist.
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    return softmax_reference(x, axis=axis)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    return log_softmax_reference(x, axis=axis)
+
+
+def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    return cross_entropy_reference(logits, targets, ignore_index=ignore_index, reduction=reduction)
+
+
+def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    return layer_norm_reference(x, weight, bias, eps=eps)
+
+
+def gelu(x: Tensor) -> Tensor:
+    return gelu_reference(x)
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False) -> Tensor:
+    return scaled_dot_product_attention_reference(q, k, v, is_causal=is_causal)
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (identity when not training)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = backend.generator(x.device).random(x.shape, dtype=numpy.float32) >= p
+    return x * Tensor(keep.astype(x.dtype) * x.xp.asarray(1.0 / (1.0 - p), dtype=x.dtype))
+
+
+def embedding(indices, weight: Tensor) -> Tensor:
+    """Rows of ``weight`` (num_embeddings, dim) picked by integer ``indices``."""
+    return embedding_lookup(indices, weight)
+
+
+__all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "dropout", "embedding",
+           "scaled_dot_product_attention", "where"]

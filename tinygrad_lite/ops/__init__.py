@@ -1,0 +1,12 @@
+"""Primitive ops: each one a ``Function`` with its forward and backward side by side.
+
+* ``elementwise`` -- + - * / ** neg exp log sqrt tanh sigmoid relu abs, where, cast
+* ``reduce``      -- sum, max
+* ``movement``    -- reshape, permute, expand, getitem, cat, to-device
+* ``matmul``      -- (batched) matrix multiplication
+* ``indexing``    -- embedding lookup (gather) with a scatter-add backward
+
+Composite ops (softmax, cross-entropy, layer norm, attention, GELU) are built
+from these in ``tinygrad_lite.functional``; their fused fast paths live in
+``tinygrad_lite.fused``.
+"""

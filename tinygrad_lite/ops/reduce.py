@@ -1,0 +1,67 @@
+"""Reductions. Their backward "un-reduces": the gradient of the (smaller)
+output is broadcast back over the axes that were reduced."""
+from __future__ import annotations
+
+from ..backend import xp_of
+from ..autograd import Function
+
+
+def normalize_axis(axis, ndim: int, op: str):
+    """``None`` -> all axes; ints (negative allowed) -> a sorted tuple of positive axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    result = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"{op}: axis {a} is out of range for a tensor with {ndim} dimensions")
+        result.append(a % max(ndim, 1))
+    if len(set(result)) != len(result):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return tuple(sorted(result))
+
+
+def expand_reduced(grad, input_shape, axes, keepdims: bool):
+    """Give ``grad`` back the reduced axes (size 1) so it broadcasts against the input."""
+    if not keepdims:
+        shape = list(input_shape)
+        for a in axes:
+            shape[a] = 1
+        grad = grad.reshape(shape)
+    return grad
+
+
+class Sum(Function):
+    """z = sum of x over ``axis``.   dz/dx_i = 1 for every summed element."""
+
+    def forward(self, x, axis=None, keepdims=False):
+        self.axes, self.keepdims = normalize_axis(axis, x.ndim, "sum"), keepdims
+        return x.sum(axis=self.axes, keepdims=keepdims)
+
+    def backward(self, grad):
+        (x,) = self.parents
+        grad = expand_reduced(grad, x.shape, self.axes, self.keepdims)
+        return xp_of(grad).broadcast_to(grad, x.shape)
+
+
+class Max(Function):
+    """z = max of x over ``axis``.
+
+    dz/dx_i = 1/k if x_i is one of the k elements equal to the max, else 0:
+    ties split the gradient evenly (like ``torch.amax``).
+    """
+
+    def forward(self, x, axis=None, keepdims=False):
+        self.axes, self.keepdims = normalize_axis(axis, x.ndim, "max"), keepdims
+        if x.size == 0:
+            raise ValueError(f"max: cannot reduce an empty tensor of shape {x.shape}")
+        out = x.max(axis=self.axes, keepdims=True)
+        self.save_for_backward(x, out)
+        return out if keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
+
+    def backward(self, grad):
+        x, out = self.saved_tensors
+        is_max = x == out
+        count = is_max.sum(axis=self.axes, keepdims=True)
+        grad = expand_reduced(grad, x.shape, self.axes, self.keepdims)
+        return (is_max * (grad / count)).astype(x.dtype, copy=False)

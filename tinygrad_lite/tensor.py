@@ -1,0 +1,594 @@
+"""``Tensor``: an n-dimensional array that remembers how it was computed.
+
+A Tensor wraps a backend array (``.data``, numpy on the CPU, cupy on the GPU).
+When it comes out of an op and gradients are wanted it also holds ``_ctx``,
+the ``Function`` that created it; those links are the autograd graph.
+Every method here is a thin call into one op in ``tinygrad_lite.ops`` (or a
+short composition of them), so the graph is built from primitives only.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy
+
+from . import backend
+from .autograd import backward_pass, is_grad_enabled
+from .ops import elementwise as ew
+from .ops import indexing, matmul, movement, reduce
+
+
+def _float_dtype_of_python_values(dtype):
+    return numpy.dtype(dtype) if dtype is not None else numpy.dtype(numpy.float32)
+
+
+class Tensor:
+    # Let ``numpy_array + tensor`` call Tensor.__radd__ instead of numpy's own loop.
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if _is_backend_array(data):
+            array = data if dtype is None else data.astype(dtype, copy=False)
+        elif isinstance(data, numpy.generic):  # numpy scalar: its dtype is kept
+            array = numpy.asarray(data, dtype=dtype)
+        else:  # Python lists and scalars become float32 (bools stay bool) unless told otherwise
+            array = numpy.asarray(data)
+            if dtype is not None:
+                array = array.astype(dtype)
+            elif array.dtype != numpy.bool_:
+                array = array.astype(numpy.float32)
+        if device is not None:
+            array = backend.to_device(array, backend.check_device(device))
+        self._data = array
+        self._version = 0
+        self.grad: Tensor | None = None
+        self._ctx = None  # the Function that created this tensor (None for leaves)
+        self._retains_grad = False
+        self._graph_freed = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        """Replacing the data is an in-place change: it bumps the version."""
+        self._data = value.data if isinstance(value, Tensor) else value
+        self._version += 1
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self._data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def size(self) -> int:
+        return int(self._data.size)
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self._data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def xp(self):
+        """The array module (numpy or cupy) of this tensor's device."""
+        return backend.get_xp(self.device)
+
+    def numel(self) -> int:
+        return self.size
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        extras = ""
+        if self._ctx is not None:
+            extras = f", grad_fn={type(self._ctx).__name__}"
+        elif self.requires_grad:
+            extras = ", requires_grad=True"
+        device = "" if self.device == "cpu" else f", device='{self.device}'"
+        body = numpy.array2string(self.numpy(), separator=", ", prefix="Tensor(")
+        return f"Tensor({body}, dtype={self.dtype}{device}{extras})"
+
+    # ----------------------------------------------------- leaving the graph
+    def numpy(self) -> numpy.ndarray:
+        """The values as a numpy.ndarray (copied from the GPU if needed)."""
+        return backend.to_numpy(self._data)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item(): only one-element tensors can be converted, this one has shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self) -> "Tensor":
+        """The same values, cut from the graph (shares the array; no grad)."""
+        return Tensor(self._data)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if requires_grad and self._data.dtype.kind not in "fc":
+            raise TypeError(f"only floating point tensors can require gradients, got dtype {self.dtype}")
+        if not requires_grad and self._ctx is not None:
+            raise RuntimeError("requires_grad_(False) on a non-leaf tensor: use detach() instead")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self) -> "Tensor":
+        """Keep ``.grad`` on this non-leaf after backward (leaves always keep it)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a tensor that does not require grad")
+        if self._ctx is not None:
+            self._retains_grad = True
+        return self
+
+    def to(self, device: str) -> "Tensor":
+        """This tensor on ``device`` ('cpu' or 'cuda'); differentiable."""
+        device = backend.check_device(device)
+        if device == self.device:
+            return self
+        return movement.ToDevice.apply(self, device=device)
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        return self.to("cuda")
+
+    def astype(self, dtype) -> "Tensor":
+        """A copy with another dtype; differentiable between float dtypes."""
+        if numpy.dtype(dtype) == self.dtype:
+            return self
+        return ew.Cast.apply(self, dtype=numpy.dtype(dtype))
+
+    def float(self) -> "Tensor":
+        return self.astype(numpy.float32)
+
+    def double(self) -> "Tensor":
+        return self.astype(numpy.float64)
+
+    def long(self) -> "Tensor":
+        return self.astype(numpy.int64)
+
+    # -------------------------------------------------------------- backward
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+        """Compute d(self)/d(leaf) for every leaf that requires grad.
+
+        ``gradient`` is dLoss/dself; it may be left out only for a one-element
+        tensor (a loss), where it is 1.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this tensor does not require grad and has no graph "
+                               "(was it computed under no_grad(), or from tensors without requires_grad=True?)")
+        if gradient is None:
+            if self.size != 1:
+                raise RuntimeError(f"backward(): gradient can be left out only for a one-element tensor, "
+                                   f"this one has shape {self.shape}; pass gradient= of the same shape")
+            gradient = self.xp.ones(self.shape, dtype=self.dtype)
+        else:
+            gradient = gradient.data if isinstance(gradient, Tensor) else self.xp.asarray(gradient)
+            if tuple(gradient.shape) != self.shape:
+                raise ValueError(f"backward(): gradient has shape {tuple(gradient.shape)}, "
+                                 f"the tensor has shape {self.shape}")
+            gradient = gradient.astype(self.dtype, copy=False)
+        backward_pass(self, gradient, retain_graph=retain_graph)
+
+    def _accumulate_grad(self, grad) -> None:
+        """``.grad += grad`` (the first time, a private copy: grads must not alias)."""
+        if self.grad is None:
+            self.grad = Tensor(grad.copy())
+        else:
+            self.grad._data += grad
+
+    # ------------------------------------------------------- in-place edits
+    def _check_inplace(self, op: str) -> None:
+        if is_grad_enabled() and self.requires_grad:
+            kind = "a leaf tensor that requires grad" if self._ctx is None else "a tensor that is part of a graph"
+            raise RuntimeError(f"{op}: in-place change of {kind} (shape {self.shape}); "
+                               "do it under `with no_grad():` (as optimizers do) or on a detached copy")
+
+    def __setitem__(self, index, value) -> None:
+        self._check_inplace("__setitem__")
+        self._data[_index_arrays(index, self)] = value.data if isinstance(value, Tensor) else value
+        self._version += 1
+
+    def add_(self, other, alpha: float = 1.0) -> "Tensor":
+        self._check_inplace("add_")
+        other = other.data if isinstance(other, Tensor) else other
+        self._data += other if alpha == 1.0 else alpha * other
+        self._version += 1
+        return self
+
+    def sub_(self, other) -> "Tensor":
+        return self.add_(other, alpha=-1.0)
+
+    def mul_(self, other) -> "Tensor":
+        self._check_inplace("mul_")
+        self._data *= other.data if isinstance(other, Tensor) else other
+        self._version += 1
+        return self
+
+    def fill_(self, value) -> "Tensor":
+        self._check_inplace("fill_")
+        self._data.fill(value)
+        self._version += 1
+        return self
+
+    def zero_(self) -> "Tensor":
+        return self.fill_(0)
+
+    def copy_(self, source) -> "Tensor":
+        self._check_inplace("copy_")
+        source = source.data if isinstance(source, Tensor) else source
+        if tuple(source.shape) != self.shape:
+            raise ValueError(f"copy_: source shape {tuple(source.shape)} != destination shape {self.shape}")
+        self._data[...] = backend.to_device(source, self.device)
+        self._version += 1
+        return self
+
+    # ------------------------------------------------------------ arithmetic
+    def _coerce(self, other) -> "Tensor":
+        """Turn a Python number or array into a constant Tensor for a binary op.
+
+        Python scalars do not upcast: float32 * 2.0 stays float32.
+        """
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (bool, numbers.Number)) and not isinstance(other, numpy.generic):
+            if self.dtype.kind in "fc":
+                dtype = self.dtype
+            elif isinstance(other, float):
+                dtype = numpy.float32
+            else:
+                dtype = self.dtype
+            return Tensor(self.xp.asarray(other, dtype=dtype))
+        if _is_backend_array(other) or isinstance(other, numpy.generic):
+            return Tensor(backend.to_device(numpy.asarray(other) if isinstance(other, numpy.generic) else other,
+                                            self.device))
+        if isinstance(other, (list, tuple)):
+            return Tensor(self.xp.asarray(other, dtype=self.dtype))
+        raise TypeError(f"unsupported operand type for a Tensor op: {type(other).__name__}")
+
+    def __add__(self, other):
+        return _checked(ew.Add, "add", self, self._coerce(other))
+
+    def __radd__(self, other):
+        return _checked(ew.Add, "add", self._coerce(other), self)
+
+    def __sub__(self, other):
+        return _checked(ew.Sub, "sub", self, self._coerce(other))
+
+    def __rsub__(self, other):
+        return _checked(ew.Sub, "sub", self._coerce(other), self)
+
+    def __mul__(self, other):
+        return _checked(ew.Mul, "mul", self, self._coerce(other))
+
+    def __rmul__(self, other):
+        return _checked(ew.Mul, "mul", self._coerce(other), self)
+
+    def __truediv__(self, other):
+        return _checked(ew.Div, "div", self, self._coerce(other))
+
+    def __rtruediv__(self, other):
+        return _checked(ew.Div, "div", self._coerce(other), self)
+
+    def __pow__(self, other):
+        return _checked(ew.Pow, "pow", self, self._coerce(other))
+
+    def __rpow__(self, other):
+        return _checked(ew.Pow, "pow", self._coerce(other), self)
+
+    def __matmul__(self, other):
+        return _matmul(self, self._coerce(other))
+
+    def __rmatmul__(self, other):
+        return _matmul(self._coerce(other), self)
+
+    def __neg__(self):
+        return ew.Neg.apply(self)
+
+    # ------------------------------------- comparisons (bool, no gradient)
+    def _compare(self, other, compare):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor(compare(self._data, other))
+
+    def __lt__(self, other):
+        return self._compare(other, lambda a, b: a < b)
+
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __gt__(self, other):
+        return self._compare(other, lambda a, b: a > b)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b)
+
+    def __eq__(self, other):  # elementwise, like numpy and torch
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other):
+        return self._compare(other, lambda a, b: a != b)
+
+    __hash__ = object.__hash__  # tensors are hashed by identity (dict keys, sets)
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise RuntimeError(f"the truth value of a tensor of shape {self.shape} is ambiguous; use .any() or .all()")
+        return bool(self.item())
+
+    def any(self) -> bool:
+        return bool(self._data.any())
+
+    def all(self) -> bool:
+        return bool(self._data.all())
+
+    # ------------------------------------------------------- unary math
+    def exp(self):
+        return ew.Exp.apply(self)
+
+    def log(self):
+        return ew.Log.apply(self)
+
+    def sqrt(self):
+        return ew.Sqrt.apply(self)
+
+    def tanh(self):
+        return ew.Tanh.apply(self)
+
+    def sigmoid(self):
+        return ew.Sigmoid.apply(self)
+
+    def relu(self):
+        return ew.Relu.apply(self)
+
+    def abs(self):
+        return ew.Abs.apply(self)
+
+    def gelu(self):
+        from .functional import gelu  # noqa: PLC0415 -- functional builds on Tensor
+
+        return gelu(self)
+
+    def softmax(self, axis: int = -1):
+        from .functional import softmax  # noqa: PLC0415
+
+        return softmax(self, axis=axis)
+
+    def log_softmax(self, axis: int = -1):
+        from .functional import log_softmax  # noqa: PLC0415
+
+        return log_softmax(self, axis=axis)
+
+    # ------------------------------------------------------------ reductions
+    def sum(self, axis=None, keepdims: bool = False):
+        return reduce.Sum.apply(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False):
+        axes = reduce.normalize_axis(axis, self.ndim, "mean")
+        count = int(numpy.prod([self.shape[a] for a in axes])) if axes else 1
+        return self.sum(axis=axis, keepdims=keepdims) / count
+
+    def var(self, axis=None, keepdims: bool = False, correction: int = 1):
+        """Variance; ``correction=1`` (the default, as in torch) divides by n - 1."""
+        axes = reduce.normalize_axis(axis, self.ndim, "var")
+        count = int(numpy.prod([self.shape[a] for a in axes])) if axes else 1
+        centered = self - self.mean(axis=axis, keepdims=True)
+        return (centered * centered).sum(axis=axis, keepdims=keepdims) / max(count - correction, 0)
+
+    def max(self, axis=None, keepdims: bool = False):
+        return reduce.Max.apply(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims: bool = False):
+        return -((-self).max(axis=axis, keepdims=keepdims))
+
+    def argmax(self, axis=None, keepdims: bool = False):
+        return Tensor(self.xp.argmax(self._data, axis=axis, keepdims=keepdims))
+
+    def argmin(self, axis=None, keepdims: bool = False):
+        return Tensor(self.xp.argmin(self._data, axis=axis, keepdims=keepdims))
+
+    # -------------------------------------------------------------- shapes
+    def reshape(self, *shape):
+        shape = _shape_arg(shape)
+        if shape == self.shape:
+            return self
+        return movement.Reshape.apply(self, shape=shape)
+
+    def view(self, *shape):
+        return self.reshape(*shape)
+
+    def flatten(self, start_axis: int = 0, end_axis: int = -1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        start, end = start_axis % self.ndim, end_axis % self.ndim
+        merged = int(numpy.prod(self.shape[start:end + 1]))
+        return self.reshape(self.shape[:start] + (merged,) + self.shape[end + 1:])
+
+    def permute(self, *axes):
+        return movement.Permute.apply(self, axes=_shape_arg(axes))
+
+    def transpose(self, axis0: int = -2, axis1: int = -1):
+        axes = list(range(self.ndim))
+        axes[axis0], axes[axis1] = axes[axis1], axes[axis0]
+        return self.permute(*axes)
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    def unsqueeze(self, axis: int):
+        axis = axis % (self.ndim + 1)
+        return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
+
+    def squeeze(self, axis=None):
+        if axis is None:
+            return self.reshape(tuple(n for n in self.shape if n != 1))
+        axes = reduce.normalize_axis(axis, self.ndim, "squeeze")
+        return self.reshape(tuple(n for i, n in enumerate(self.shape) if not (i in axes and n == 1)))
+
+    def expand(self, *shape):
+        shape = _shape_arg(shape)
+        offset = len(shape) - self.ndim
+        shape = tuple(self.shape[i - offset] if n == -1 else n for i, n in enumerate(shape))
+        if shape == self.shape:
+            return self
+        return movement.Expand.apply(self, shape=shape)
+
+    def __getitem__(self, index):
+        return movement.GetItem.apply(self, index=_index_arrays(index, self))
+
+    def masked_fill(self, mask, value):
+        """``value`` where ``mask`` is true, ``self`` elsewhere (mask broadcasts)."""
+        mask = mask if isinstance(mask, Tensor) else Tensor(mask, device=self.device)
+        return where(mask, self._coerce(value), self)
+
+    def split(self, split_size_or_sections, axis: int = 0):
+        """Pieces of size ``split_size`` (the last may be smaller), or of the listed sizes."""
+        length = self.shape[axis]
+        if isinstance(split_size_or_sections, int):
+            if split_size_or_sections <= 0:
+                raise ValueError(f"split: split_size must be positive, got {split_size_or_sections}")
+            sizes = [min(split_size_or_sections, length - s) for s in range(0, length, split_size_or_sections)]
+        else:
+            sizes = list(split_size_or_sections)
+            if sum(sizes) != length:
+                raise ValueError(f"split: sizes {sizes} do not add up to {length} (axis {axis} of shape {self.shape})")
+        pieces, start = [], 0
+        axis = axis % self.ndim
+        for size in sizes:
+            index = (slice(None),) * axis + (slice(start, start + size),)
+            pieces.append(self[index])
+            start += size
+        return tuple(pieces)
+
+    def chunk(self, chunks: int, axis: int = 0):
+        """``chunks`` pieces of equal size (the last may be smaller), like torch.chunk."""
+        length = self.shape[axis]
+        return self.split(-(-length // chunks), axis=axis)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _is_backend_array(value) -> bool:
+    if isinstance(value, numpy.ndarray):
+        return True
+    return type(value).__module__.startswith("cupy")
+
+
+def _shape_arg(shape) -> tuple:
+    """Accept both f(2, 3) and f((2, 3))."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(n) for n in shape)
+
+
+def _index_arrays(index, tensor: Tensor):
+    """Replace Tensors and lists inside an index by backend arrays."""
+    def convert(part):
+        if isinstance(part, Tensor):
+            return part.data
+        if isinstance(part, list):
+            return tensor.xp.asarray(part)
+        return part
+    if isinstance(index, tuple):
+        return tuple(convert(part) for part in index)
+    return convert(index)
+
+
+def _checked(op, name: str, x: Tensor, y: Tensor) -> Tensor:
+    """Run a broadcasting binary op with an error that names the op and shapes."""
+    try:
+        numpy.broadcast_shapes(x.shape, y.shape)
+    except ValueError:
+        raise ValueError(f"{name}: shapes {x.shape} and {y.shape} cannot be broadcast together") from None
+    return op.apply(x, y)
+
+
+def _matmul(x: Tensor, y: Tensor) -> Tensor:
+    """``@`` with NumPy's rules for 1-D operands (made 2-D, then squeezed back)."""
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"matmul: operands must not be scalars (shapes {x.shape} and {y.shape})")
+    x2 = x.unsqueeze(0) if x.ndim == 1 else x
+    y2 = y.unsqueeze(-1) if y.ndim == 1 else y
+    out = matmul.MatMul.apply(x2, y2)
+    if y.ndim == 1:
+        out = out.squeeze(-1)
+    if x.ndim == 1:
+        out = out.squeeze(-2 if y.ndim > 1 else -1)
+    return out
+
+
+def where(condition, a, b) -> Tensor:
+    """Elementwise ``a if condition else b`` (all three broadcast)."""
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    if like is None:
+        a = Tensor(a)
+        like = a
+    condition = condition if isinstance(condition, Tensor) else Tensor(condition, device=like.device)
+    if condition.dtype != numpy.bool_:
+        condition = Tensor(condition.data.astype(bool))
+    a, b = like._coerce(a), like._coerce(b)
+    try:
+        numpy.broadcast_shapes(condition.shape, a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"where: shapes {condition.shape}, {a.shape} and {b.shape} "
+                         "cannot be broadcast together") from None
+    return ew.Where.apply(condition, a, b)
+
+
+def embedding_lookup(indices, weight: Tensor) -> Tensor:
+    """Rows of ``weight`` picked by integer ``indices`` (any shape)."""
+    indices = indices.data if isinstance(indices, Tensor) else weight.xp.asarray(indices)
+    return indexing.Embedding.apply(weight, indices=indices)
+
+
+def cat(tensors, axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected a non-empty list of tensors")
+    if len(tensors) == 1:
+        return tensors[0]
+    return movement.Cat.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis: int = 0) -> Tensor:
+    """Join same-shaped tensors along a new axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty list of tensors")
+    for i, t in enumerate(tensors[1:], 1):
+        if t.shape != tensors[0].shape:
+            raise ValueError(f"stack: tensor {i} has shape {t.shape}, tensor 0 has shape {tensors[0].shape}")
+    axis = axis % (tensors[0].ndim + 1)
+    return cat([t.unsqueeze(axis) for t in tensors], axis=axis)
+
+
+def tril(x: Tensor, diagonal: int = 0) -> Tensor:
+    """The lower triangle of the last two axes (elements above ``diagonal`` set to 0)."""
+    rows, cols = x.shape[-2], x.shape[-1]
+    keep = x.xp.tril(x.xp.ones((rows, cols), dtype=bool), k=diagonal)
+    return where(Tensor(keep), x, 0.0 if x.dtype.kind in "fc" else 0)
