@@ -1,0 +1,382 @@
+"""The table of differentiable ops that drives the property tests.
+
+One row per op: how to call ours, how to call torch's, and a hypothesis
+strategy for its inputs. ``test_ops_property.py`` runs every row through
+(1) ``tl.gradcheck`` in float64 and (2) forward + backward against PyTorch in
+float64 (tight) and float32 (loose). Adding an op means adding one row here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as TF
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import tinygrad_lite as tl
+from tinygrad_lite import functional as F
+
+
+@dataclass
+class Case:
+    """One drawn example: the differentiable inputs and any fixed extras."""
+    arrays: list  # float64 numpy arrays; each becomes a requires_grad tensor
+    extra: dict = field(default_factory=dict)  # non-differentiable arguments (axes, targets, masks)
+
+
+@dataclass
+class OpRow:
+    name: str
+    ours: Callable  # (*tl.Tensor, **extra) -> tl.Tensor
+    theirs: Callable  # (*torch.Tensor, **extra) -> torch.Tensor
+    inputs: st.SearchStrategy  # draws a Case
+    rtol32: float = 1e-4
+    atol32: float = 1e-5
+
+
+# ------------------------------------------------------------ strategies
+
+def shapes(min_dims=1, max_dims=3, max_side=4, min_side=1):
+    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
+
+
+def floats(low=-3.0, high=3.0):
+    return st.floats(low, high, allow_nan=False, allow_infinity=False, width=64)
+
+
+def array(shape, low=-3.0, high=3.0):
+    return hnp.arrays(np.float64, shape, elements=floats(low, high))
+
+
+def away_from_zero(a, margin=0.1):
+    """Keep finite differences off the kink at 0 (relu, abs)."""
+    return np.where(a >= 0, a + margin, a - margin)
+
+
+@st.composite
+def unary(draw, low=-3.0, high=3.0, transform=None, min_dims=0):
+    shape = draw(shapes(min_dims=min_dims))
+    a = draw(array(shape, low, high))
+    return Case([transform(a) if transform else a])
+
+
+@st.composite
+def broadcast_pair(draw, low=-3.0, high=3.0, second_low=None, second_high=None):
+    """Two shapes that broadcast together (either side may be the smaller one)."""
+    shape_a, shape_b = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=4)).input_shapes
+    a = draw(array(shape_a, low, high))
+    b = draw(array(shape_b, second_low if second_low is not None else low,
+                   second_high if second_high is not None else high))
+    return Case([a, b])
+
+
+@st.composite
+def with_axis(draw, distinct=False, min_dims=1):
+    """An array, an axis (None, an int, or a tuple) and keepdims."""
+    shape = draw(shapes(min_dims=min_dims))
+    if distinct:  # no ties: finite differences of max/min need a unique winner
+        order = draw(st.permutations(range(int(np.prod(shape)))))
+        a = (np.array(order, dtype=np.float64) * 0.3 - 1.0).reshape(shape)
+    else:
+        a = draw(array(shape))
+    ndim = len(shape)
+    axis = draw(st.one_of(st.none(), st.integers(-ndim, ndim - 1),
+                          st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True).map(tuple)))
+    return Case([a], {"axis": axis, "keepdims": draw(st.booleans())})
+
+
+def torch_axis(axis, ndim):
+    return tuple(range(ndim)) if axis is None else axis
+
+
+@st.composite
+def reshape_case(draw):
+    shape = draw(shapes())
+    size = int(np.prod(shape))
+    divisors = [d for d in range(1, size + 1) if size % d == 0]
+    first = draw(st.sampled_from(divisors))
+    return Case([draw(array(shape))], {"shape": (first, -1)})
+
+
+@st.composite
+def permute_case(draw):
+    shape = draw(shapes(min_dims=1))
+    axes = tuple(draw(st.permutations(range(len(shape)))))
+    return Case([draw(array(shape))], {"axes": axes})
+
+
+@st.composite
+def transpose_case(draw):
+    shape = draw(shapes(min_dims=2))
+    a0, a1 = draw(st.integers(0, len(shape) - 1)), draw(st.integers(0, len(shape) - 1))
+    return Case([draw(array(shape))], {"a": a0, "b": a1})
+
+
+@st.composite
+def unsqueeze_case(draw):
+    shape = draw(shapes(min_dims=0))
+    return Case([draw(array(shape))], {"axis": draw(st.integers(-len(shape) - 1, len(shape)))})
+
+
+@st.composite
+def squeeze_case(draw):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=2))
+    ones = [i for i, n in enumerate(shape) if n == 1]
+    axis = draw(st.one_of(st.none(), st.sampled_from(ones))) if ones else None
+    return Case([draw(array(shape))], {"axis": axis})
+
+
+@st.composite
+def expand_case(draw):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=3))
+    target = tuple(n if n != 1 else draw(st.integers(1, 3)) for n in shape)
+    lead = tuple(draw(st.lists(st.integers(1, 3), max_size=1)))
+    return Case([draw(array(shape))], {"shape": lead + target})
+
+
+@st.composite
+def flatten_case(draw):
+    shape = draw(shapes(min_dims=1, max_dims=4, max_side=3))
+    start = draw(st.integers(0, len(shape) - 1))
+    end = draw(st.integers(start, len(shape) - 1))
+    return Case([draw(array(shape))], {"start": start, "end": end})
+
+
+@st.composite
+def slice_case(draw):
+    """Basic indexing: ints, slices with steps (also negative), None, Ellipsis."""
+    shape = draw(shapes(min_dims=1, max_dims=3, max_side=5))
+    index = []
+    for n in shape:
+        kind = draw(st.sampled_from(["int", "slice", "full"]))
+        if kind == "int":
+            index.append(draw(st.integers(-n, n - 1)))
+        elif kind == "slice":
+            step = draw(st.sampled_from([1, 2, -1, 3]))
+            index.append(slice(draw(st.one_of(st.none(), st.integers(-n, n))),
+                               draw(st.one_of(st.none(), st.integers(-n, n))), step))
+        else:
+            index.append(slice(None))
+    if draw(st.booleans()):
+        index.insert(draw(st.integers(0, len(index))), None)
+    if draw(st.booleans()) and len(index) > 1:
+        index = [Ellipsis] + index[1:]
+    return Case([draw(array(shape))], {"index": tuple(index)})
+
+
+@st.composite
+def int_array_index_case(draw):
+    """Integer-array indexing; repeated indices must accumulate gradient."""
+    shape = draw(shapes(min_dims=1, max_dims=3, max_side=4))
+    picks = draw(st.lists(st.integers(-shape[0], shape[0] - 1), min_size=1, max_size=6))
+    index = np.array(picks)
+    if len(shape) > 1 and draw(st.booleans()):
+        cols = np.array(draw(st.lists(st.integers(0, shape[1] - 1), min_size=len(picks), max_size=len(picks))))
+        return Case([draw(array(shape))], {"index": (index, cols)})
+    return Case([draw(array(shape))], {"index": index})
+
+
+@st.composite
+def bool_mask_case(draw):
+    shape = draw(shapes(min_dims=1, max_dims=2))
+    mask = draw(hnp.arrays(np.bool_, shape))
+    return Case([draw(array(shape))], {"mask": mask})
+
+
+@st.composite
+def matmul_case(draw, batched=False, vector=False):
+    n, k, m = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    if vector:  # 1-D on one side or both (numpy's rules)
+        left_vec, right_vec = draw(st.sampled_from([(True, False), (False, True), (True, True)]))
+        a_shape = (k,) if left_vec else (n, k)
+        b_shape = (k,) if right_vec else (k, m)
+    elif batched:  # batch dims broadcast against each other
+        batch_a, batch_b = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=1, max_dims=2,
+                                                                   max_side=3)).input_shapes
+        a_shape, b_shape = batch_a + (n, k), batch_b + (k, m)
+    else:
+        a_shape, b_shape = (n, k), (k, m)
+    return Case([draw(array(a_shape, -2, 2)), draw(array(b_shape, -2, 2))])
+
+
+@st.composite
+def softmax_case(draw):
+    shape = draw(shapes(min_dims=1))
+    return Case([draw(array(shape, -5, 5))], {"axis": draw(st.integers(-len(shape), len(shape) - 1))})
+
+
+@st.composite
+def cross_entropy_case(draw):
+    n, c = draw(st.integers(1, 5)), draw(st.integers(1, 6))
+    targets = np.array(draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)))
+    ignored = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    if not all(ignored):  # keep at least one target (the mean over zero targets is nan)
+        targets = np.where(ignored, -100, targets)
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    return Case([draw(array((n, c), -4, 4))], {"targets": targets, "reduction": reduction})
+
+
+@st.composite
+def layer_norm_case(draw):
+    shape = draw(shapes(min_dims=1, max_side=5))
+    shape = shape[:-1] + (max(2, shape[-1]),)  # over one element x - mean is exactly 0: degenerate
+    dim = shape[-1]
+    assume_spread = draw(array(shape, -3, 3)) + np.arange(dim) * 0.5  # variance well above 0
+    weight, bias = draw(array((dim,), 0.5, 2.0)), draw(array((dim,)))
+    return Case([assume_spread, weight, bias])
+
+
+@st.composite
+def attention_case(draw):
+    batch = tuple(draw(st.lists(st.integers(1, 2), max_size=2)))
+    tq, tk, d = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    causal = draw(st.booleans())
+    if causal:
+        tk = max(tk, tq)  # every query must see at least one key
+    return Case([draw(array(batch + (tq, d), -2, 2)), draw(array(batch + (tk, d), -2, 2)),
+                 draw(array(batch + (tk, d), -2, 2))], {"is_causal": causal})
+
+
+@st.composite
+def embedding_case(draw):
+    vocab, dim = draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    idx_shape = draw(shapes(min_dims=1, max_dims=2, max_side=4))
+    idx = draw(hnp.arrays(np.int64, idx_shape, elements=st.integers(0, vocab - 1)))
+    return Case([draw(array((vocab, dim)))], {"idx": idx})
+
+
+@st.composite
+def cat_case(draw, new_axis=False):
+    base = draw(shapes(min_dims=1, max_dims=3, max_side=3))
+    count = draw(st.integers(1, 3))
+    axis = draw(st.integers(0, len(base) - (0 if new_axis else 1)))
+    arrays = []
+    for _ in range(count):
+        shape = list(base)
+        if not new_axis:
+            shape[axis] = draw(st.integers(1, 3))
+        arrays.append(draw(array(tuple(shape))))
+    return Case(arrays, {"axis": axis})
+
+
+@st.composite
+def where_case(draw):
+    shape_c, shape_a, shape_b = draw(hnp.mutually_broadcastable_shapes(num_shapes=3, max_dims=3,
+                                                                      max_side=3)).input_shapes
+    cond = draw(hnp.arrays(np.bool_, shape_c))
+    return Case([draw(array(shape_a)), draw(array(shape_b))], {"cond": cond})
+
+
+@st.composite
+def split_case(draw):
+    shape = draw(shapes(min_dims=1, max_side=5))
+    axis = draw(st.integers(0, len(shape) - 1))
+    return Case([draw(array(shape))], {"size": draw(st.integers(1, shape[axis])), "axis": axis})
+
+
+@st.composite
+def tril_case(draw):
+    shape = draw(shapes(min_dims=2))
+    return Case([draw(array(shape))], {"k": draw(st.integers(-2, 2))})
+
+
+# ------------------------------------------------------------------ table
+# Multi-output ops (split/chunk) are summed with fixed weights into one tensor.
+
+def _weighted(pieces):
+    return sum((p * (i + 1.0)).sum() for i, p in enumerate(pieces))
+
+
+OPS: list[OpRow] = [
+    OpRow("add", lambda a, b: a + b, lambda a, b: a + b, broadcast_pair()),
+    OpRow("sub", lambda a, b: a - b, lambda a, b: a - b, broadcast_pair()),
+    OpRow("mul", lambda a, b: a * b, lambda a, b: a * b, broadcast_pair()),
+    OpRow("div", lambda a, b: a / b, lambda a, b: a / b, broadcast_pair(second_low=0.5, second_high=3.0)),
+    OpRow("pow", lambda a, b: a ** b, lambda a, b: a ** b, broadcast_pair(low=0.5, high=2.0)),
+    OpRow("pow_scalar", lambda a: a ** 3, lambda a: a ** 3, unary()),
+    OpRow("rsub_scalar", lambda a: 2.0 - a, lambda a: 2.0 - a, unary()),
+    OpRow("rdiv_scalar", lambda a: 1.5 / a, lambda a: 1.5 / a, unary(0.5, 3.0)),
+    OpRow("neg", lambda a: -a, lambda a: -a, unary()),
+    OpRow("exp", lambda a: a.exp(), torch.exp, unary()),
+    OpRow("log", lambda a: a.log(), torch.log, unary(0.1, 5.0)),
+    OpRow("sqrt", lambda a: a.sqrt(), torch.sqrt, unary(0.1, 5.0)),
+    OpRow("tanh", lambda a: a.tanh(), torch.tanh, unary()),
+    OpRow("sigmoid", lambda a: a.sigmoid(), torch.sigmoid, unary(-8, 8)),
+    OpRow("relu", lambda a: a.relu(), torch.relu, unary(transform=away_from_zero)),
+    OpRow("abs", lambda a: a.abs(), torch.abs, unary(transform=away_from_zero)),
+    OpRow("gelu", lambda a: a.gelu(), lambda a: TF.gelu(a, approximate="tanh"), unary(-4, 4)),
+    OpRow("sum", lambda a, axis, keepdims: a.sum(axis=axis, keepdims=keepdims),
+          lambda a, axis, keepdims: a.sum(dim=torch_axis(axis, a.ndim), keepdim=keepdims), with_axis()),
+    OpRow("mean", lambda a, axis, keepdims: a.mean(axis=axis, keepdims=keepdims),
+          lambda a, axis, keepdims: a.mean(dim=torch_axis(axis, a.ndim), keepdim=keepdims), with_axis()),
+    OpRow("var", lambda a, axis, keepdims: a.var(axis=axis, keepdims=keepdims),
+          lambda a, axis, keepdims: a.var(dim=torch_axis(axis, a.ndim), keepdim=keepdims),
+          with_axis().filter(lambda c: _axis_count(c) > 1)),
+    OpRow("max", lambda a, axis, keepdims: a.max(axis=axis, keepdims=keepdims),
+          lambda a, axis, keepdims: torch.amax(a, dim=torch_axis(axis, a.ndim), keepdim=keepdims),
+          with_axis(distinct=True)),
+    OpRow("min", lambda a, axis, keepdims: a.min(axis=axis, keepdims=keepdims),
+          lambda a, axis, keepdims: torch.amin(a, dim=torch_axis(axis, a.ndim), keepdim=keepdims),
+          with_axis(distinct=True)),
+    OpRow("reshape", lambda a, shape: a.reshape(shape), lambda a, shape: a.reshape(shape), reshape_case()),
+    OpRow("permute", lambda a, axes: a.permute(*axes), lambda a, axes: a.permute(*axes), permute_case()),
+    OpRow("transpose", lambda x, a, b: x.transpose(a, b), lambda x, a, b: x.transpose(a, b), transpose_case()),
+    OpRow("unsqueeze", lambda a, axis: a.unsqueeze(axis), lambda a, axis: a.unsqueeze(axis), unsqueeze_case()),
+    OpRow("squeeze", lambda a, axis: a.squeeze(axis),
+          lambda a, axis: a.squeeze() if axis is None else a.squeeze(axis), squeeze_case()),
+    OpRow("expand", lambda a, shape: a.expand(*shape), lambda a, shape: a.expand(*shape), expand_case()),
+    OpRow("flatten", lambda a, start, end: a.flatten(start, end), lambda a, start, end: a.flatten(start, end),
+          flatten_case()),
+    OpRow("getitem_basic", lambda a, index: a[index], lambda a, index: _index_via_gather(a, index), slice_case()),
+    OpRow("getitem_int_array", lambda a, index: a[index],
+          lambda a, index: a[tuple(torch.from_numpy(i) for i in index) if isinstance(index, tuple)
+                             else torch.from_numpy(index)], int_array_index_case()),
+    OpRow("getitem_bool_mask", lambda a, mask: a[mask], lambda a, mask: a[torch.from_numpy(mask)],
+          bool_mask_case()),
+    OpRow("matmul", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case()),
+    OpRow("matmul_batched", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case(batched=True)),
+    OpRow("matmul_vector", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case(vector=True)),
+    OpRow("softmax", lambda a, axis: a.softmax(axis), lambda a, axis: torch.softmax(a, dim=axis), softmax_case()),
+    OpRow("log_softmax", lambda a, axis: F.log_softmax(a, axis=axis),
+          lambda a, axis: torch.log_softmax(a, dim=axis), softmax_case()),
+    OpRow("cross_entropy", lambda a, targets, reduction: F.cross_entropy(a, targets, reduction=reduction),
+          lambda a, targets, reduction: TF.cross_entropy(a, torch.from_numpy(targets), reduction=reduction),
+          cross_entropy_case()),
+    OpRow("layer_norm", lambda x, w, b: F.layer_norm(x, w, b),
+          lambda x, w, b: TF.layer_norm(x, (x.shape[-1],), w, b), layer_norm_case(), rtol32=1e-3, atol32=1e-4),
+    OpRow("scaled_dot_product_attention", lambda q, k, v, is_causal: F.scaled_dot_product_attention(q, k, v, is_causal),
+          lambda q, k, v, is_causal: TF.scaled_dot_product_attention(q, k, v, is_causal=is_causal), attention_case()),
+    OpRow("embedding", lambda w, idx: F.embedding(idx, w), lambda w, idx: TF.embedding(torch.from_numpy(idx), w),
+          embedding_case()),
+    OpRow("cat", lambda *xs, axis: tl.cat(xs, axis=axis), lambda *xs, axis: torch.cat(xs, dim=axis), cat_case()),
+    OpRow("stack", lambda *xs, axis: tl.stack(xs, axis=axis), lambda *xs, axis: torch.stack(xs, dim=axis),
+          cat_case(new_axis=True)),
+    OpRow("where", lambda a, b, cond: tl.where(cond, a, b),
+          lambda a, b, cond: torch.where(torch.from_numpy(cond), a, b), where_case()),
+    OpRow("masked_fill", lambda a, mask: a.masked_fill(mask, -2.5),
+          lambda a, mask: a.masked_fill(torch.from_numpy(mask), -2.5), bool_mask_case()),
+    OpRow("tril", lambda a, k: tl.tril(a, k), lambda a, k: torch.tril(a, k), tril_case()),
+    OpRow("split", lambda a, size, axis: _weighted(a.split(size, axis=axis)),
+          lambda a, size, axis: _weighted(torch.split(a, size, dim=axis)), split_case()),
+    OpRow("chunk", lambda a, size, axis: _weighted(a.chunk(size, axis=axis)),
+          lambda a, size, axis: _weighted(torch.chunk(a, size, dim=axis)), split_case()),
+]
+
+
+def _axis_count(case: Case) -> int:
+    """How many elements each var() reduces over (var needs at least 2)."""
+    a, axis = case.arrays[0], case.extra["axis"]
+    axes = range(a.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
+    return int(np.prod([a.shape[i] for i in axes])) if a.ndim else 1
+
+
+def _index_via_gather(a, index):
+    """Apply a numpy basic index (negative steps too, which torch rejects) to a torch
+    tensor: index an array of flat positions with numpy, then gather those positions."""
+    positions = np.arange(a.numel()).reshape(a.shape)[index]
+    return a.reshape(-1)[torch.from_numpy(np.array(positions))]
+
+
