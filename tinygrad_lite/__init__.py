@@ -15,6 +15,7 @@ from .autograd import Function, debug_mode, enable_grad, is_debug, is_grad_enabl
 from .backend import GPUUnavailableError, manual_seed
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .gradcheck import GradcheckError, gradcheck
+from .profiler import profile
 from .tensor import Tensor, cat, stack, tril, where
 from . import functional  # noqa: E402  (needs Tensor)
 from . import nn, optim  # noqa: E402

@@ -24,7 +24,7 @@ import traceback
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from . import backend
+from . import backend, profiler
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -146,7 +146,9 @@ class Function:
         fn = cls(*inputs)
         if _debug:
             fn.created_at = _user_frame()
+        start = profiler.start()
         output_data = fn.forward(*(t.data for t in inputs), **options)
+        profiler.stop(start, cls.__name__, "forward", output_data)
         if _debug:
             _check_finite(output_data, "forward output", fn)
 
@@ -272,7 +274,9 @@ def backward_pass(root: "Tensor", gradient, retain_graph: bool = False) -> None:
 
         fn = tensor._ctx
         fn._check_saved_versions()
+        start = profiler.start()
         input_grads = fn.backward(grad)
+        profiler.stop(start, type(fn).__name__, "backward", input_grads)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         if len(input_grads) != len(fn.parents):
