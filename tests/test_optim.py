@@ -1,0 +1,325 @@
+"""Optimizers against torch.optim: 20-step trajectories on the same float64 problem."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import tinygrad_lite as tl
+from tinygrad_lite import optim
+
+# ------------------------------------------------------------------ problem
+# A two-layer tanh MLP fitting fixed random targets: small, but with
+# non-trivial curvature so that every optimizer term (momentum, moments,
+# decay) changes the trajectory.
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((16, 5))
+Y = RNG.standard_normal((16, 2))
+INITIAL = [RNG.standard_normal((8, 5)) * 0.5, RNG.standard_normal(8) * 0.1,
+           RNG.standard_normal((2, 8)) * 0.5, RNG.standard_normal(2) * 0.1]
+
+
+def tl_params():
+    return [tl.Tensor(w.copy(), requires_grad=True) for w in INITIAL]
+
+
+def torch_params():
+    return [torch.tensor(w.copy(), requires_grad=True) for w in INITIAL]
+
+
+def tl_loss(p):
+    hidden = (tl.Tensor(X) @ p[0].transpose(0, 1) + p[1]).tanh()
+    return ((hidden @ p[2].transpose(0, 1) + p[3] - tl.Tensor(Y)) ** 2).mean()
+
+
+def torch_loss(p):
+    hidden = torch.tanh(torch.from_numpy(X) @ p[0].T + p[1])
+    return ((hidden @ p[2].T + p[3] - torch.from_numpy(Y)) ** 2).mean()
+
+
+def run_tl(make_optimizer, steps=20, max_norm=None, params=None, optimizer=None):
+    """Train with tinygrad_lite; returns (params, optimizer, gradient norms before clipping)."""
+    params = tl_params() if params is None else params
+    optimizer = make_optimizer(optim, params) if optimizer is None else optimizer
+    norms = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        tl_loss(params).backward()
+        if max_norm is not None:
+            norms.append(optim.clip_grad_norm_(params, max_norm))
+        optimizer.step()
+    return params, optimizer, norms
+
+
+def run_torch(make_optimizer, steps=20, max_norm=None):
+    params = torch_params()
+    optimizer = make_optimizer(torch.optim, params)
+    norms = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch_loss(params).backward()
+        if max_norm is not None:
+            norms.append(torch.nn.utils.clip_grad_norm_(params, max_norm).item())
+        optimizer.step()
+    return params, norms
+
+
+def assert_same_params(ours, theirs, atol=1e-10):
+    for index, (a, b) in enumerate(zip(ours, theirs)):
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), atol=atol, rtol=1e-10, err_msg=f"param {index}")
+
+
+TRAJECTORIES = {
+    "sgd": lambda o, p: o.SGD(p, lr=0.1),
+    "sgd_momentum": lambda o, p: o.SGD(p, lr=0.05, momentum=0.9),
+    "sgd_nesterov_weight_decay": lambda o, p: o.SGD(p, lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.01),
+    "adam": lambda o, p: o.Adam(p, lr=0.01),
+    "adam_weight_decay": lambda o, p: o.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
+    "adamw_two_groups": lambda o, p: o.AdamW([{"params": [p[0], p[2]], "lr": 0.02, "weight_decay": 0.1},
+                                              {"params": [p[1], p[3]], "weight_decay": 0.0}], lr=0.005),
+}
+
+
+@pytest.mark.parametrize("name", list(TRAJECTORIES))
+def test_trajectory_matches_torch(name):
+    ours, _, _ = run_tl(TRAJECTORIES[name])
+    theirs, _ = run_torch(TRAJECTORIES[name])
+    assert not np.allclose(ours[0].numpy(), INITIAL[0])  # it really moved
+    assert_same_params(ours, theirs)
+
+
+def test_adamw_default_weight_decay_matches_torch():
+    make = lambda o, p: o.AdamW(p)  # noqa: E731
+    ours, optimizer, _ = run_tl(make)
+    assert optimizer.param_groups[0]["weight_decay"] == 0.01
+    assert_same_params(ours, run_torch(make)[0])
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum", "adamw_two_groups"])
+def test_clip_grad_norm_inside_the_loop_matches_torch(name):
+    ours, _, our_norms = run_tl(TRAJECTORIES[name], max_norm=0.5)
+    theirs, their_norms = run_torch(TRAJECTORIES[name], max_norm=0.5)
+    assert all(isinstance(n, float) for n in our_norms)
+    assert max(our_norms) > 0.5  # clipping really happened
+    np.testing.assert_allclose(our_norms, their_norms, rtol=1e-10)
+    assert_same_params(ours, theirs)
+
+
+def test_clip_grad_norm_scales_to_max_norm_and_leaves_small_grads_alone():
+    p = tl.Tensor([3.0, 4.0], dtype=np.float64, requires_grad=True)
+    q = tl.Tensor([0.0], dtype=np.float64, requires_grad=True)
+    p.grad = tl.Tensor(np.array([3.0, 4.0]))
+    q.grad = tl.Tensor(np.array([12.0]))
+    assert optim.clip_grad_norm_([p, q], 1.0) == pytest.approx(13.0)
+    np.testing.assert_allclose(p.grad.numpy(), np.array([3.0, 4.0]) / (13.0 + 1e-6))
+    assert optim.clip_grad_norm_(p, 10.0) == pytest.approx(5.0 / (13.0 + 1e-6))  # small: unchanged
+    np.testing.assert_allclose(p.grad.numpy(), np.array([3.0, 4.0]) / (13.0 + 1e-6))
+    assert optim.clip_grad_norm_([tl.Tensor([1.0], requires_grad=True)], 1.0) == 0.0  # no grads at all
+
+
+# --------------------------------------------------------------- behaviour
+
+
+def test_step_updates_in_place_bumps_version_and_skips_params_without_grad():
+    params = tl_params()
+    unused = tl.Tensor(np.ones(3), requires_grad=True)
+    optimizer = optim.Adam(params + [unused], lr=0.1)
+    arrays_before = [p.data for p in params]
+    versions_before = [p._version for p in params]
+    tl_loss(params).backward()
+    optimizer.step()
+    assert all(p.data is array for p, array in zip(params, arrays_before))  # same arrays, changed in place
+    assert all(p._version > v for p, v in zip(params, versions_before))
+    np.testing.assert_array_equal(unused.numpy(), np.ones(3))
+    assert unused not in optimizer.state
+
+
+def test_float32_params_stay_float32():
+    p = tl.Tensor(np.ones((2, 2), np.float32), requires_grad=True)
+    optimizer = optim.AdamW([p], lr=0.1)
+    (p * p).sum().backward()
+    optimizer.step()
+    assert p.dtype == np.float32 and optimizer.state[p]["exp_avg"].dtype == np.float32
+
+
+def test_zero_grad():
+    params = tl_params()
+    optimizer = optim.SGD(params, lr=0.1)
+    tl_loss(params).backward()
+    optimizer.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in params)
+    optimizer.zero_grad()
+    assert all(p.grad is None for p in params)
+
+
+def test_group_options_override_defaults():
+    params = tl_params()
+    optimizer = optim.AdamW([{"params": params[:2], "lr": 0.5}, {"params": params[2:]}], lr=0.1, weight_decay=0.2)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.5, 0.1]
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.2, 0.2]
+    assert optimizer.param_groups[1]["betas"] == (0.9, 0.999)
+
+
+# ------------------------------------------------------------ state dicts
+
+
+def save_optimizer(optimizer, directory):
+    """Save an optimizer state the way a checkpoint would: arrays in safetensors, the rest in JSON."""
+    state = optimizer.state_dict()
+    arrays = {f"{index}.{name}": value for index, values in state["state"].items() for name, value in values.items()}
+    tl.save(arrays, directory / "optimizer.safetensors")
+    (directory / "optimizer.json").write_text(json.dumps(state["param_groups"]))
+
+
+def load_optimizer_state(directory):
+    state = {}
+    for key, tensor in tl.load(directory / "optimizer.safetensors").items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = tensor.numpy()
+    return {"state": state, "param_groups": json.loads((directory / "optimizer.json").read_text())}
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum", "adam_weight_decay", "adamw_two_groups"])
+def test_state_dict_resume_equals_uninterrupted_run(name, tmp_path):
+    uninterrupted, _, _ = run_tl(TRAJECTORIES[name], steps=20)
+
+    first_half, optimizer, _ = run_tl(TRAJECTORIES[name], steps=10)
+    save_optimizer(optimizer, tmp_path)
+    resumed_params = [tl.Tensor(p.numpy().copy(), requires_grad=True) for p in first_half]
+    # a fresh optimizer with other hyperparameters: loading must restore them
+    fresh = TRAJECTORIES[name](optim, resumed_params)
+    for group in fresh.param_groups:
+        group["lr"] = 123.0
+    fresh.load_state_dict(load_optimizer_state(tmp_path))
+    resumed, _, _ = run_tl(None, steps=10, params=resumed_params, optimizer=fresh)
+
+    for a, b in zip(resumed, uninterrupted):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_state_dict_layout_is_like_torch():
+    params = tl_params()
+    optimizer = optim.Adam([{"params": params[:3]}, {"params": params[3:], "lr": 0.5}], lr=0.1)
+    tl_loss(params).backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    assert [g["params"] for g in state["param_groups"]] == [[0, 1, 2], [3]]
+    assert state["param_groups"][1]["lr"] == 0.5
+    assert sorted(state["state"]) == [0, 1, 2, 3]
+    assert set(state["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert state["state"][0]["step"].shape == () and int(state["state"][0]["step"]) == 1
+    assert isinstance(state["state"][2]["exp_avg"], np.ndarray)
+    state["state"][0]["exp_avg"][...] = 99.0  # a copy: changing it does not touch the optimizer
+    assert not (optimizer.state[params[0]]["exp_avg"] == 99.0).any()
+    json.dumps(state["param_groups"])  # hyperparameters are JSON-able
+
+
+def test_load_state_dict_rejects_mismatched_shapes_and_groups():
+    params = tl_params()
+    optimizer = optim.SGD(params, lr=0.1, momentum=0.9)
+    tl_loss(params).backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    other = optim.SGD(tl_params()[:2], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="4 parameters in the saved state and 2 here"):
+        other.load_state_dict(state)
+    state["state"][0]["momentum_buffer"] = np.zeros((3, 3))
+    with pytest.raises(ValueError, match=r"momentum_buffer.*\(3, 3\).*\(8, 5\)"):
+        optim.SGD(tl_params(), lr=0.1, momentum=0.9).load_state_dict(state)
+
+
+# ------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: optim.SGD(p, lr=-0.1), "learning rate"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=-1), "momentum"),
+    (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "nesterov"),
+    (lambda p: optim.SGD(p, lr=0.1, weight_decay=-1), "weight_decay"),
+    (lambda p: optim.Adam(p, betas=(1.0, 0.999)), "beta1"),
+    (lambda p: optim.Adam(p, betas=(0.9, -0.1)), "beta2"),
+    (lambda p: optim.AdamW(p, eps=-1e-8), "eps"),
+    (lambda p: optim.AdamW([{"params": p, "lr": -1.0}]), "learning rate"),
+    (lambda p: optim.Adam([]), "empty"),
+    (lambda p: optim.Adam(p + p[:1]), "more than one"),
+    (lambda p: optim.Adam([tl.Tensor([1.0])]), "does not require grad"),
+    (lambda p: optim.Adam([p[0] * 2]), "not a leaf"),
+])
+def test_bad_hyperparameters_and_params_raise(make, message):
+    with pytest.raises(ValueError, match=message):
+        make(tl_params())
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def nanogpt_get_lr(it, warmup_iters, lr_decay_iters, learning_rate, min_lr):
+    """Copied from nanoGPT's train.py."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    assert 0 <= decay_ratio <= 1
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+def test_get_lr_key_points():
+    lr = lambda it: optim.get_lr(it, warmup_iters=10, lr_decay_iters=110, max_lr=1.0, min_lr=0.1)  # noqa: E731
+    assert lr(0) == pytest.approx(1 / 11)  # warmup start
+    assert lr(9) == pytest.approx(10 / 11)
+    assert lr(10) == pytest.approx(1.0)  # peak
+    assert lr(60) == pytest.approx(0.55)  # cosine midpoint: halfway between max and min
+    assert lr(110) == pytest.approx(0.1)  # floor
+    assert lr(111) == lr(10_000) == 0.1
+    for it in range(0, 130):
+        assert lr(it) == nanogpt_get_lr(it, 10, 110, 1.0, 0.1)
+
+
+def test_warmup_cosine_schedule_sets_group_lrs():
+    params = tl_params()
+    optimizer = optim.AdamW([{"params": params[:2]}, {"params": params[2:]}], lr=5.0)
+    schedule = optim.WarmupCosineSchedule(optimizer, warmup_iters=4, max_iters=20, max_lr=6e-4, min_lr=6e-5)
+    assert [g["lr"] for g in optimizer.param_groups] == [pytest.approx(6e-4 / 5)] * 2  # iteration 0 set at once
+    seen = [schedule.step() for _ in range(24)]
+    expected = [nanogpt_get_lr(it, 4, 20, 6e-4, 6e-5) for it in range(1, 25)]
+    assert seen == expected
+    assert schedule.lr_at(12) == nanogpt_get_lr(12, 4, 20, 6e-4, 6e-5)
+    assert all(g["lr"] == 6e-5 for g in optimizer.param_groups)
+    schedule.load_state_dict({"iteration": 4})
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(6e-4)
+    with pytest.raises(ValueError, match="max_iters"):
+        optim.WarmupCosineSchedule(optimizer, warmup_iters=10, max_iters=10, max_lr=1.0, min_lr=0.1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["sgd_nesterov_weight_decay", "adamw_two_groups"])
+def test_cuda_steps_match_cpu_steps(name):
+    target = np.linspace(-1.0, 1.0, 8)
+
+    def train(device):
+        params = [tl.Tensor(w.copy(), requires_grad=True, device=device) for w in INITIAL]
+        optimizer = TRAJECTORIES[name](optim, params)
+        norms = []
+        for _ in range(5):
+            optimizer.zero_grad()
+            loss = ((params[0].tanh().sum(axis=1) - tl.Tensor(target, device=device)) ** 2).sum()
+            loss = loss + (params[1] * params[1]).sum() + (params[2] ** 2).sum() + params[3].sum()
+            loss.backward()
+            norms.append(optim.clip_grad_norm_(params, 1.0))
+            optimizer.step()
+        return params, optimizer, norms
+
+    cpu_params, _, cpu_norms = train("cpu")
+    cuda_params, cuda_optimizer, cuda_norms = train("cuda")
+    np.testing.assert_allclose(cuda_norms, cpu_norms, rtol=1e-9)
+    for a, b in zip(cuda_params, cpu_params):
+        assert a.device == "cuda"
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-9)
+    state = cuda_optimizer.state_dict()  # plain numpy arrays even from the GPU
+    assert all(isinstance(v, np.ndarray) for s in state["state"].values() for v in s.values())
