@@ -1,9 +1,13 @@
-"""Composite ops, written as plain Tensor code (the reference versions).
+"""Composite ops: softmax, cross-entropy, layer norm, GELU, attention, dropout, embedding.
 
-Each function here is built only from primitive ops, so autograd
-differentiates it for free and a learner can read the math directly. The
-fused fast paths in ``tinygrad_lite.fused`` compute the same thing in one
-Function with a hand-written backward; tests check that the two agree.
+Each op comes twice, side by side:
+
+* ``<name>_reference`` -- plain Tensor code built only from primitive ops, so
+  autograd differentiates it for free and a learner can read the math directly;
+* ``<name>`` -- the public function: the same checks, then the fused fast path
+  from ``tinygrad_lite.fused`` (one Function with a hand-written backward).
+
+The tests check that the two agree, forward and backward.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import math
 
 import numpy
 
-from . import backend
+from . import backend, fused
 from .tensor import Tensor, embedding_lookup, where
 
 
@@ -22,10 +26,20 @@ def softmax_reference(x: Tensor, axis: int = -1) -> Tensor:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """softmax along ``axis`` (fused: ``fused.Softmax``)."""
+    return fused.Softmax.apply(x, axis=axis)
+
+
 def log_softmax_reference(x: Tensor, axis: int = -1) -> Tensor:
     """log softmax(x)_i = (x_i - m) - log sum_j e^(x_j - m)."""
     shifted = x - x.max(axis=axis, keepdims=True).detach()
     return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """log softmax along ``axis`` (fused: ``fused.LogSoftmax``)."""
+    return fused.LogSoftmax.apply(x, axis=axis)
 
 
 def _target_array(targets, logits: Tensor):
@@ -64,6 +78,13 @@ def cross_entropy_reference(logits: Tensor, targets, ignore_index: int = -100, r
     raise ValueError(f"cross_entropy: unknown reduction {reduction!r} (expected 'mean', 'sum' or 'none')")
 
 
+def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of logits (N, C) and integer targets (N,) (fused: ``fused.CrossEntropy``)."""
+    targets = _target_array(targets, logits)
+    check_targets(targets, logits.shape[1], ignore_index)
+    return fused.CrossEntropy.apply(logits, targets=targets, ignore_index=ignore_index, reduction=reduction)
+
+
 def layer_norm_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
     """y = (x - mean) / sqrt(var + eps) * weight + bias, over the last axis (biased var)."""
     mean = x.mean(axis=-1, keepdims=True)
@@ -77,12 +98,30 @@ def layer_norm_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, 
     return y
 
 
+def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Layer norm over the last axis, weight and bias of shape (D,) optional (fused: ``fused.LayerNorm``)."""
+    if x.ndim == 0:
+        raise ValueError("layer_norm: input must have at least one axis (it normalizes the last), got a 0-d tensor")
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is not None and param.shape != x.shape[-1:]:
+            raise ValueError(f"layer_norm: {name} has shape {param.shape}, expected {x.shape[-1:]} "
+                             f"(the last axis of the input of shape {x.shape})")
+    # Only the parameters that exist become inputs of the op (a None is not a Tensor).
+    params = [p for p in (weight, bias) if p is not None]
+    return fused.LayerNorm.apply(x, *params, has_weight=weight is not None, has_bias=bias is not None, eps=eps)
+
+
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
 def gelu_reference(x: Tensor) -> Tensor:
     """GELU, tanh approximation (GPT-2's): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     return 0.5 * x * (1.0 + (_GELU_C * (x + 0.044715 * x * x * x)).tanh())
+
+
+def gelu(x: Tensor) -> Tensor:
+    """GELU, tanh approximation (fused: ``fused.Gelu``)."""
+    return fused.Gelu.apply(x)
 
 
 def scaled_dot_product_attention_reference(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False) -> Tensor:
@@ -99,37 +138,24 @@ def scaled_dot_product_attention_reference(q: Tensor, k: Tensor, v: Tensor, is_c
 
 
 def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:
-    if q.ndim < 2 or k.shape[-1] != q.shape[-1] or k.shape[:-1] != v.shape[:-1]:
+    if q.ndim < 2 or k.ndim < 2 or k.shape[-1] != q.shape[-1] or k.shape[:-1] != v.shape[:-1]:
         raise ValueError(f"scaled_dot_product_attention: incompatible shapes q {q.shape}, k {k.shape}, v {v.shape} "
                          "(expected (..., Tq, D), (..., Tk, D), (..., Tk, Dv))")
-
-
-# ------------------------------------------------------------ public API
-# The public names use the reference versions until fused fast paths exist.
-
-def softmax(x: Tensor, axis: int = -1) -> Tensor:
-    return softmax_reference(x, axis=axis)
-
-
-def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    return log_softmax_reference(x, axis=axis)
-
-
-def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
-    return cross_entropy_reference(logits, targets, ignore_index=ignore_index, reduction=reduction)
-
-
-def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
-    return layer_norm_reference(x, weight, bias, eps=eps)
-
-
-def gelu(x: Tensor) -> Tensor:
-    return gelu_reference(x)
+    try:
+        numpy.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    except ValueError:
+        raise ValueError(f"scaled_dot_product_attention: batch dims of q {q.shape} and k {k.shape} "
+                         "cannot be broadcast together") from None
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False) -> Tensor:
-    return scaled_dot_product_attention_reference(q, k, v, is_causal=is_causal)
+    """softmax(q k^T / sqrt(D) [+ causal mask]) v (fused: ``fused.ScaledDotProductAttention``)."""
+    _check_attention_shapes(q, k, v)
+    return fused.ScaledDotProductAttention.apply(q, k, v, is_causal=is_causal)
 
+
+# ------------------------------------------------------- no fused version
+# (one elementwise multiply or one gather already is a single fast op)
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Zero each element with probability p and scale the rest by 1/(1-p) (identity when not training)."""

@@ -1,0 +1,444 @@
+"""The fused fast paths (``tinygrad_lite.fused``) against their plain-Tensor twins and torch.
+
+For every fused op: forward values and gradients (with a random upstream
+gradient) agree with ``functional.<name>_reference`` -- to 1e-10 in float64,
+loosely in float32 -- and with ``torch.nn.functional``; gradcheck passes in
+float64; float32 stays float32; huge logits stay finite; backward leaves its
+saved arrays and the upstream gradient alone (so retain_graph works).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from hypothesis import example, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import tinygrad_lite as tl
+import tinygrad_lite.functional as F
+from tinygrad_lite import fused
+
+DTYPES = [np.float64, np.float32]
+TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
+
+seeds = st.integers(0, 2**32 - 1)
+shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def random_arrays(seed: int, *shapes, scale: float = 1.0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape) * scale for shape in shapes]
+
+
+def upstream_for(shape, dtype, seed: int = 1234) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def run_tl(fn, arrays, dtype, creator: list | None = None):
+    """Forward and backward (random upstream gradient) in tinygrad_lite: (output, grads).
+
+    ``creator``, if given, receives the output's Function (backward frees it).
+    """
+    tensors = [tl.Tensor(a, dtype=dtype, requires_grad=True) for a in arrays]
+    out = fn(*tensors)
+    if creator is not None:
+        creator.append(out._ctx)
+    out.backward(upstream_for(out.shape, dtype))
+    return out, [t.grad for t in tensors]
+
+
+def run_torch(fn, arrays, dtype):
+    tensors = [torch.tensor(a, dtype=TORCH_DTYPE[dtype], requires_grad=True) for a in arrays]
+    out = fn(*tensors)
+    out.backward(torch.from_numpy(upstream_for(tuple(out.shape), dtype)))
+    return out.detach().numpy(), [t.grad.numpy() for t in tensors]
+
+
+def assert_close(actual, desired, dtype, atol32: float = 0.0) -> None:
+    """Tight in float64; loose in float32, with an absolute part scaled to the largest element.
+
+    float32 results carry rounding errors of about 1e-7 times the size of the
+    terms that cancel on the way (``atol32`` adds an op-specific bound for
+    that): GELU's 1 + tanh(u) for very negative u, or layer norm of a row
+    whose values nearly agree, are all noise on every side.
+    """
+    if dtype == np.float64:
+        np.testing.assert_allclose(actual, desired, rtol=1e-10, atol=1e-10)
+    else:
+        scale = float(np.abs(desired).max()) if np.size(desired) else 0.0
+        np.testing.assert_allclose(actual, desired, rtol=2e-4, atol=2e-4 * scale + 1e-5 + atol32)
+
+
+def assert_same_dtypes(out, grads, dtype):
+    assert out.dtype == dtype, f"output is {out.dtype}, input was {np.dtype(dtype)}"
+    for grad in grads:
+        assert grad.dtype == dtype, f"gradient is {grad.dtype}, input was {np.dtype(dtype)}"
+
+
+def assert_fused_matches_reference(fused_fn, reference_fn, arrays, dtype, fused_class, atol32=0.0):
+    creator = []
+    out, grads = run_tl(fused_fn, arrays, dtype, creator)
+    assert isinstance(creator[0], fused_class), f"the public function made a {type(creator[0]).__name__}"
+    ref_out, ref_grads = run_tl(reference_fn, arrays, dtype)
+    assert_same_dtypes(out, grads, dtype)
+    assert_close(out.numpy(), ref_out.numpy(), dtype, atol32)
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert_close(grad.numpy(), ref_grad.numpy(), dtype, atol32)
+
+
+def assert_fused_matches_torch(fused_fn, torch_fn, arrays, dtype, atol32=0.0):
+    out, grads = run_tl(fused_fn, arrays, dtype)
+    torch_out, torch_grads = run_torch(torch_fn, arrays, dtype)
+    assert_same_dtypes(out, grads, dtype)
+    assert_close(out.numpy(), torch_out, dtype, atol32)
+    for grad, torch_grad in zip(grads, torch_grads):
+        assert_close(grad.numpy(), torch_grad, dtype, atol32)
+
+
+def pick_axis(choice: int, ndim: int) -> int:
+    """Map any int to a valid axis, keeping its sign (both -1 and ndim-1 styles get tested)."""
+    return choice % ndim if choice >= 0 else -1 - (-1 - choice) % ndim
+
+
+# ---------------------------------------------------------- softmax family
+
+SOFTMAXES = [
+    (F.softmax, F.softmax_reference, fused.Softmax, TF.softmax),
+    (F.log_softmax, F.log_softmax_reference, fused.LogSoftmax, TF.log_softmax),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("public, reference, fused_class, torch_fn", SOFTMAXES, ids=["softmax", "log_softmax"])
+@given(shape=shapes, seed=seeds, axis_choice=st.integers(-4, 3))
+@example(shape=(1, 7), seed=0, axis_choice=-1)   # one row
+@example(shape=(4, 1), seed=0, axis_choice=-1)   # size-1 axis: softmax is 1, log softmax 0
+def test_softmax_family_matches_reference_and_torch(public, reference, fused_class, torch_fn, dtype, shape, seed,
+                                                    axis_choice):
+    axis = pick_axis(axis_choice, len(shape))
+    (x,) = random_arrays(seed, shape, scale=3.0)
+    assert_fused_matches_reference(lambda t: public(t, axis=axis), lambda t: reference(t, axis=axis),
+                                   [x], dtype, fused_class)
+    assert_fused_matches_torch(lambda t: public(t, axis=axis), lambda t: torch_fn(t, dim=axis), [x], dtype)
+
+
+@pytest.mark.parametrize("public", [F.softmax, F.log_softmax], ids=["softmax", "log_softmax"])
+def test_softmax_family_gradcheck(public):
+    (x,) = random_arrays(0, (2, 3, 4))
+    for axis in (0, 1, -1):
+        assert tl.gradcheck(lambda t: public(t, axis=axis), [tl.Tensor(x, dtype=np.float64, requires_grad=True)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("public, torch_fn", [(F.softmax, TF.softmax), (F.log_softmax, TF.log_softmax)],
+                         ids=["softmax", "log_softmax"])
+def test_softmax_family_extreme_logits_stay_finite(public, torch_fn, dtype):
+    x = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, 3.0]])
+    out, grads = run_tl(lambda t: public(t, axis=-1), [x], dtype)
+    assert np.isfinite(out.numpy()).all() and np.isfinite(grads[0].numpy()).all()
+    assert_fused_matches_torch(lambda t: public(t, axis=-1), lambda t: torch_fn(t, dim=-1), [x], dtype)
+
+
+def test_softmax_rows_sum_to_one_and_log_softmax_is_its_log():
+    (x,) = random_arrays(3, (5, 6), scale=10.0)
+    probs = F.softmax(tl.Tensor(x, dtype=np.float64), axis=1).numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(F.log_softmax(tl.Tensor(x, dtype=np.float64), axis=1).numpy(), np.log(probs),
+                               rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------ cross-entropy
+
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+@st.composite
+def cross_entropy_cases(draw):
+    """(logits, targets) with some rows set to ignore_index (but at least one kept)."""
+    rows = draw(st.integers(1, 6), label="N")
+    classes = draw(st.integers(1, 6), label="C")
+    (logits,) = random_arrays(draw(seeds), (rows, classes), scale=3.0)
+    targets = np.array(draw(st.lists(st.integers(0, classes - 1), min_size=rows, max_size=rows)), dtype=np.int64)
+    ignored = np.array(draw(st.lists(st.booleans(), min_size=rows, max_size=rows)))
+    ignored[draw(st.integers(0, rows - 1))] = False
+    targets[ignored] = -100
+    return logits, targets
+
+
+def cross_entropy_public(targets, reduction, ignore_index=-100):
+    return lambda t: F.cross_entropy(t, targets, ignore_index=ignore_index, reduction=reduction)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@given(case=cross_entropy_cases())
+@example(case=(np.array([[0.5, -1.0, 2.0]]), np.array([2])))  # one row
+@example(case=(np.array([[0.5], [1.5]]), np.array([0, -100])))  # one class: loss 0
+def test_cross_entropy_matches_reference_and_torch(reduction, dtype, case):
+    logits, targets = case
+    assert_fused_matches_reference(
+        cross_entropy_public(targets, reduction),
+        lambda t: F.cross_entropy_reference(t, targets, reduction=reduction), [logits], dtype, fused.CrossEntropy)
+    assert_fused_matches_torch(
+        cross_entropy_public(targets, reduction),
+        lambda t: TF.cross_entropy(t, torch.from_numpy(targets), reduction=reduction), [logits], dtype)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_gradcheck(reduction):
+    (logits,) = random_arrays(0, (4, 5))
+    targets = np.array([1, 0, 4, 4])
+    assert tl.gradcheck(cross_entropy_public(targets, reduction, ignore_index=0),
+                        [tl.Tensor(logits, dtype=np.float64, requires_grad=True)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_extreme_logits_stay_finite(reduction, dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4], [-1e4, -1e4, -1e4]])
+    targets = np.array([1, 1, 2])
+    out, grads = run_tl(cross_entropy_public(targets, reduction), [logits], dtype)
+    assert np.isfinite(out.numpy()).all() and np.isfinite(grads[0].numpy()).all()
+    assert_fused_matches_torch(cross_entropy_public(targets, reduction),
+                               lambda t: TF.cross_entropy(t, torch.from_numpy(targets), reduction=reduction),
+                               [logits], dtype)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_every_target_ignored_is_like_torch(reduction):
+    """mean: 0/0 = nan loss, but a zero gradient (torch's behaviour); sum and none: 0."""
+    (logits,) = random_arrays(0, (3, 4))
+    targets = np.full(3, -100)
+    with np.errstate(all="raise"):  # no divide-by-zero warning on the way
+        out, grads = run_tl(cross_entropy_public(targets, reduction), [logits], np.float64)
+    torch_out, torch_grads = run_torch(
+        lambda t: TF.cross_entropy(t, torch.from_numpy(targets), reduction=reduction), [logits], np.float64)
+    np.testing.assert_array_equal(out.numpy(), torch_out)  # nan == nan for assert_array_equal
+    np.testing.assert_array_equal(grads[0].numpy(), torch_grads[0])
+
+
+def test_cross_entropy_checks_its_inputs():
+    logits = tl.Tensor(np.zeros((2, 3)), requires_grad=True)
+    with pytest.raises(IndexError, match="cross_entropy: target 3 is out of range for 3 classes"):
+        F.cross_entropy(logits, [0, 3])
+    with pytest.raises(IndexError, match="out of range"):
+        F.cross_entropy(logits, [-1, 0])
+    with pytest.raises(TypeError, match="cross_entropy: targets must be integers"):
+        F.cross_entropy(logits, np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"cross_entropy: expected logits \(N, C\) and targets \(N,\)"):
+        F.cross_entropy(logits, [0, 1, 2])
+    with pytest.raises(ValueError, match="cross_entropy: unknown reduction 'avg'"):
+        F.cross_entropy(logits, [0, 1], reduction="avg")
+    assert np.isfinite(F.cross_entropy(logits, [0, 7], ignore_index=7).item())  # the ignored id may be any int
+
+
+# --------------------------------------------------------------- layer norm
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", ["weight+bias", "weight", "bias", "none"])
+@given(shape=shapes, seed=seeds)
+@example(shape=(1, 6), seed=0)   # one row
+@example(shape=(3, 1), seed=0)   # D = 1: xhat is 0, only the bias survives
+def test_layer_norm_matches_reference_and_torch(affine, dtype, shape, seed):
+    x, weight, bias = random_arrays(seed, shape, shape[-1:], shape[-1:])
+    x = x * 2.0 + 0.5
+    arrays = [x] + ([weight] if "weight" in affine else []) + ([bias] if "bias" in affine else [])
+
+    def split(params):
+        params = list(params)
+        return (params.pop(0) if "weight" in affine else None), (params.pop(0) if "bias" in affine else None)
+
+    # dx = rstd (g w - ...) cancels down to noise of size ~1e-7 rstd |g w| when a row's values nearly agree
+    rstd = 1 / np.sqrt(x.var(axis=-1) + 1e-5)
+    atol32 = 1e-4 * float(rstd.max()) * (1 + float(np.abs(weight).max()))
+    assert_fused_matches_reference(lambda t, *p: F.layer_norm(t, *split(p)),
+                                   lambda t, *p: F.layer_norm_reference(t, *split(p)), arrays, dtype, fused.LayerNorm,
+                                   atol32)
+    if shape[-1] == 1 and dtype == np.float32:
+        return  # D = 1: xhat is exactly 0 here; torch's is float32 rounding noise times 1/sqrt(eps)
+    assert_fused_matches_torch(lambda t, *p: F.layer_norm(t, *split(p)),
+                               lambda t, *p: TF.layer_norm(t, t.shape[-1:], *split(p)), arrays, dtype, atol32)
+
+
+def test_layer_norm_gradcheck():
+    x, weight, bias = random_arrays(0, (2, 2, 4), (4,), (4,))
+    x64 = [tl.Tensor(a, dtype=np.float64, requires_grad=True) for a in (x, weight, bias)]
+    assert tl.gradcheck(lambda t, w, b: F.layer_norm(t, w, b, eps=1e-3), x64)
+    assert tl.gradcheck(lambda t: F.layer_norm(t), x64[:1])
+    assert tl.gradcheck(lambda t, b: F.layer_norm(t, None, b), [x64[0], x64[2]])
+
+
+def test_layer_norm_gradient_only_for_some_inputs():
+    """Parameters frozen, or input constant: the grads that are asked for still match the reference."""
+    x, weight, bias = random_arrays(5, (3, 4), (4,), (4,))
+    for needs in [(True, False, False), (False, True, True), (False, False, True)]:
+        results = []
+        for fn in (F.layer_norm, F.layer_norm_reference):
+            tensors = [tl.Tensor(a, dtype=np.float64, requires_grad=r) for a, r in zip((x, weight, bias), needs)]
+            fn(*tensors).backward(upstream_for((3, 4), np.float64))
+            results.append([t.grad.numpy() if t.grad is not None else None for t in tensors])
+        for got, want, needed in zip(*results, needs):
+            assert (got is None) == (not needed)
+            if needed:
+                np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_layer_norm_checks_its_inputs():
+    x = tl.Tensor(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"layer_norm: weight has shape \(4,\), expected \(3,\)"):
+        F.layer_norm(x, tl.Tensor(np.ones(4)))
+    with pytest.raises(ValueError, match=r"layer_norm: bias has shape \(1, 3\)"):
+        F.layer_norm(x, None, tl.Tensor(np.ones((1, 3))))
+    with pytest.raises(TypeError, match="layer_norm: inputs have different dtypes"):
+        F.layer_norm(x.float(), tl.Tensor(np.ones(3), dtype=np.float64))
+
+
+# --------------------------------------------------------------------- GELU
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(shape=shapes, seed=seeds)
+@example(shape=(), seed=0)  # a 0-d tensor
+def test_gelu_matches_reference_and_torch(dtype, shape, seed):
+    (x,) = random_arrays(seed, shape, scale=3.0)
+    assert_fused_matches_reference(F.gelu, F.gelu_reference, [x], dtype, fused.Gelu)
+    assert_fused_matches_torch(F.gelu, lambda t: TF.gelu(t, approximate="tanh"), [x], dtype)
+
+
+def test_gelu_gradcheck_and_large_inputs():
+    (x,) = random_arrays(0, (3, 5), scale=3.0)
+    assert tl.gradcheck(F.gelu, [tl.Tensor(x, dtype=np.float64, requires_grad=True)])
+    big = np.array([-1e4, -30.0, 0.0, 30.0, 1e4])
+    for dtype in DTYPES:
+        assert_fused_matches_torch(F.gelu, lambda t: TF.gelu(t, approximate="tanh"), [big], dtype)
+
+
+# ---------------------------------------------------------------- attention
+
+
+@st.composite
+def attention_cases(draw):
+    """q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) with batch dims that may broadcast."""
+    batch = draw(st.lists(st.integers(1, 3), max_size=2), label="batch")
+    kv_batch = [draw(st.sampled_from([n, 1])) for n in batch]  # k/v may share a head across the batch
+    tq, tk = draw(st.integers(1, 5), label="Tq"), draw(st.integers(1, 5), label="Tk")
+    d, dv = draw(st.integers(1, 4), label="D"), draw(st.integers(1, 4), label="Dv")
+    return random_arrays(draw(seeds), (*batch, tq, d), (*kv_batch, tk, d), (*kv_batch, tk, dv), scale=1.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+@given(case=attention_cases())
+@example(case=random_arrays(0, (2, 1, 3), (2, 1, 3), (2, 1, 2)))   # T = 1
+@example(case=random_arrays(0, (1, 4, 2), (1, 2, 2), (1, 2, 3)))   # Tq > Tk
+@example(case=random_arrays(0, (2, 5), (3, 2, 4, 5), (3, 2, 4, 1)))  # q has fewer batch dims
+def test_attention_matches_reference_and_torch(is_causal, dtype, case):
+    assert_fused_matches_reference(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=is_causal),
+        lambda q, k, v: F.scaled_dot_product_attention_reference(q, k, v, is_causal=is_causal),
+        case, dtype, fused.ScaledDotProductAttention)
+    q, k, v = case
+    if q.ndim == k.ndim:  # torch's math kernel wants equal ranks
+        assert_fused_matches_torch(
+            lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=is_causal),
+            lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=is_causal), case, dtype)
+
+
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+def test_attention_gradcheck(is_causal):
+    arrays = random_arrays(0, (2, 3, 2), (1, 4, 2), (1, 4, 3))
+    tensors = [tl.Tensor(a, dtype=np.float64, requires_grad=True) for a in arrays]
+    assert tl.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), tensors)
+
+
+def test_attention_causal_mask_is_top_left_aligned():
+    """Query i sees keys 0..i: query 0's output is exactly v[0], whatever Tq and Tk are."""
+    q, k, v = random_arrays(1, (3, 2), (5, 2), (5, 4))
+    out = F.scaled_dot_product_attention(*(tl.Tensor(a, dtype=np.float64) for a in (q, k, v)), is_causal=True)
+    np.testing.assert_allclose(out.numpy()[0], v[0], rtol=1e-12)
+
+
+def test_attention_checks_shapes():
+    q = tl.Tensor(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"scaled_dot_product_attention: incompatible shapes"):
+        F.scaled_dot_product_attention(q, tl.Tensor(np.zeros((2, 3, 5))), tl.Tensor(np.zeros((2, 3, 5))))
+    with pytest.raises(ValueError, match=r"scaled_dot_product_attention: batch dims"):
+        F.scaled_dot_product_attention(q, tl.Tensor(np.zeros((3, 3, 4))), tl.Tensor(np.zeros((3, 3, 4))))
+
+
+# -------------------------------------------------- properties of every op
+
+ALL_OPS = {  # name -> (fn, input shapes)
+    "softmax": (lambda x: F.softmax(x, axis=0), [(3, 4)]),
+    "log_softmax": (lambda x: F.log_softmax(x, axis=-1), [(3, 4)]),
+    "cross_entropy": (lambda x: F.cross_entropy(x, [1, -100, 3], reduction="none"), [(3, 4)]),
+    "layer_norm": (F.layer_norm, [(2, 3, 4), (4,), (4,)]),
+    "gelu": (F.gelu, [(3, 4)]),
+    "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                  [(2, 3, 4), (2, 5, 4), (2, 5, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_float32_in_float32_out_and_grads(name):
+    fn, input_shapes = ALL_OPS[name]
+    out, grads = run_tl(fn, random_arrays(0, *input_shapes), np.float32)
+    assert_same_dtypes(out, grads, np.float32)
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_backward_twice_with_retain_graph_gives_the_same_grads(name):
+    """backward must not overwrite what it saved, nor the upstream gradient it was given."""
+    fn, input_shapes = ALL_OPS[name]
+    tensors = [tl.Tensor(a, dtype=np.float64, requires_grad=True) for a in random_arrays(0, *input_shapes)]
+    out = fn(*tensors)
+    upstream = upstream_for(out.shape, np.float64)
+    untouched = upstream.copy()
+    out.backward(upstream, retain_graph=True)
+    first = [t.grad.numpy().copy() for t in tensors]
+    out.backward(upstream)
+    np.testing.assert_array_equal(upstream, untouched)
+    for t, grad in zip(tensors, first):
+        np.testing.assert_allclose(t.grad.numpy(), 2 * grad, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_no_grad_records_nothing(name):
+    fn, input_shapes = ALL_OPS[name]
+    tensors = [tl.Tensor(a, requires_grad=True) for a in random_arrays(0, *input_shapes)]
+    with tl.no_grad():
+        out = fn(*tensors)
+    assert out._ctx is None and not out.requires_grad
+
+
+@pytest.mark.parametrize("public", [F.softmax, F.log_softmax, F.gelu, F.layer_norm])
+def test_integer_inputs_are_rejected(public):
+    with pytest.raises(TypeError, match="expected floating point inputs"):
+        public(tl.Tensor(np.arange(6).reshape(2, 3)))
+
+
+def test_attention_with_mixed_dtypes_is_rejected():
+    q = tl.Tensor(np.zeros((2, 3)), dtype=np.float32)
+    with pytest.raises(TypeError, match="scaled_dot_product_attention: inputs have different dtypes"):
+        F.scaled_dot_product_attention(q, q, tl.Tensor(np.zeros((2, 3)), dtype=np.float64))
+
+
+def test_softmax_axis_out_of_range_names_the_op():
+    with pytest.raises(ValueError, match="softmax: axis 2 is out of range"):
+        F.softmax(tl.Tensor(np.zeros((2, 3))), axis=2)
+
+
+def test_tensor_methods_use_the_fused_ops():
+    x = tl.Tensor(np.zeros((2, 3)), requires_grad=True)
+    assert isinstance(x.softmax()._ctx, fused.Softmax)
+    assert isinstance(x.log_softmax()._ctx, fused.LogSoftmax)
+    assert isinstance(x.gelu()._ctx, fused.Gelu)
+    assert math.isclose(float(x.softmax().numpy()[0, 0]), 1 / 3)
