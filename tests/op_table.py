@@ -203,6 +203,16 @@ def matmul_case(draw, batched=False, vector=False):
 
 
 @st.composite
+def linear_case(draw):
+    lead = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    arrays = [draw(array(lead + (n_in,), -2, 2)), draw(array((n_out, n_in), -2, 2))]
+    if draw(st.booleans()):
+        arrays.append(draw(array((n_out,))))
+    return Case(arrays)
+
+
+@st.composite
 def softmax_case(draw):
     shape = draw(shapes(min_dims=1))
     return Case([draw(array(shape, -5, 5))], {"axis": draw(st.integers(-len(shape), len(shape) - 1))})
@@ -339,6 +349,7 @@ OPS: list[OpRow] = [
     OpRow("matmul", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case()),
     OpRow("matmul_batched", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case(batched=True)),
     OpRow("matmul_vector", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case(vector=True)),
+    OpRow("linear", lambda x, w, *b: F.linear(x, w, *b), lambda x, w, *b: TF.linear(x, w, *b), linear_case()),
     OpRow("softmax", lambda a, axis: a.softmax(axis), lambda a, axis: torch.softmax(a, dim=axis), softmax_case()),
     OpRow("log_softmax", lambda a, axis: F.log_softmax(a, axis=axis),
           lambda a, axis: torch.log_softmax(a, dim=axis), softmax_case()),

@@ -422,3 +422,27 @@ def test_getitem_with_tensor_and_boolean_indices():
     assert x.grad.numpy()[:, 0].tolist() == [1.0, 0.0, 2.0]  # row 2 picked twice
     masked = x[x > 5.0]
     assert masked.numpy().tolist() == [6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
+
+
+# ---------------------------------------------------------- fused linear
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_fused_linear_equals_its_reference_twin(with_bias):
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal((2, 5, 4)), rng.standard_normal((3, 4)), rng.standard_normal(3)]
+    arrays = arrays if with_bias else arrays[:2]
+    results = []
+    for fn in (F.linear, F.linear_reference):
+        tensors = [Tensor(a.copy(), requires_grad=True) for a in arrays]
+        out = fn(*tensors)
+        out.backward(np.ones(out.shape))
+        results.append([out.numpy()] + [t.grad.numpy() for t in tensors])
+    for fused, reference in zip(*results):
+        np.testing.assert_allclose(fused, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_linear_shape_errors():
+    with pytest.raises(ValueError, match=r"Linear: input of shape \(2, 5\) does not fit weight of shape \(3, 4\)"):
+        F.linear(randn(2, 5), randn(3, 4))
+    with pytest.raises(ValueError, match=r"Linear: bias has shape \(4,\), expected \(3,\)"):
+        F.linear(randn(2, 4), randn(3, 4), randn(4))

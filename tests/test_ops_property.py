@@ -63,7 +63,7 @@ def test_table_covers_the_api() -> None:
     expected = {"add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs",
                 "gelu", "sum", "mean", "var", "max", "min", "reshape", "permute", "transpose", "unsqueeze",
                 "squeeze", "expand", "flatten", "getitem_basic", "getitem_int_array", "getitem_bool_mask",
-                "matmul", "matmul_batched", "softmax", "log_softmax", "cross_entropy", "layer_norm",
+                "matmul", "matmul_batched", "linear", "softmax", "log_softmax", "cross_entropy", "layer_norm",
                 "scaled_dot_product_attention", "embedding", "cat", "stack", "where", "masked_fill", "tril",
                 "split", "chunk"}
     assert expected <= set(ROWS), f"missing rows: {expected - set(ROWS)}"

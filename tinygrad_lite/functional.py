@@ -16,6 +16,7 @@ import math
 import numpy
 
 from . import backend, fused
+from .ops.matmul import Linear as LinearFunction
 from .tensor import Tensor, embedding_lookup, where
 
 
@@ -169,10 +170,23 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     return x * Tensor(keep.astype(x.dtype) * x.xp.asarray(1.0 / (1.0 - p), dtype=x.dtype))
 
 
+def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x W^T + b, composed from primitives (the twin of the fused ``linear``)."""
+    y = x @ weight.transpose(0, 1)
+    return y if bias is None else y + bias
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x W^T + b for x (..., in), weight (out, in), bias (out,) or None: one fused op."""
+    if bias is None:
+        return LinearFunction.apply(x, weight)
+    return LinearFunction.apply(x, weight, bias)
+
+
 def embedding(indices, weight: Tensor) -> Tensor:
     """Rows of ``weight`` (num_embeddings, dim) picked by integer ``indices``."""
     return embedding_lookup(indices, weight)
 
 
-__all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "dropout", "embedding",
+__all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "dropout", "embedding", "linear",
            "scaled_dot_product_attention", "where"]

@@ -337,10 +337,7 @@ class Linear(Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
                              f"its last axis should be {self.in_features}")
-        y = x @ self.weight.transpose(0, 1)
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
