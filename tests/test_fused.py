@@ -366,6 +366,34 @@ def test_attention_causal_mask_is_top_left_aligned():
     np.testing.assert_allclose(out.numpy()[0], v[0], rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("tile", [1, 3, 16])
+@given(seed=seeds, tq=st.integers(1, 9), tk=st.integers(1, 9), d=st.integers(1, 4), dv=st.integers(1, 4))
+def test_tiled_flash_attention_twin_matches_the_fused_op(tile, is_causal, dtype, seed, tq, tk, d, dv):
+    """The NumPy twin of the CUDA flash kernels (key tiles, online softmax, P recomputed in the
+    backward) gives the output and the gradients of ScaledDotProductAttention."""
+    q, k, v = (a.astype(dtype) for a in random_arrays(seed, (2, tq, d), (2, tk, d), (2, tk, dv), scale=1.5))
+    grad = upstream_for((2, tq, dv), dtype)
+    out, lse = fused.flash_attention_tiled(q, k, v, is_causal=is_causal, tile=tile)
+    expected, expected_grads = run_tl(lambda *t: F.scaled_dot_product_attention(*t, is_causal=is_causal),
+                                      [q, k, v], dtype)
+    assert out.dtype == dtype and lse.shape == (2, tq)
+    assert_close(out, expected.numpy(), dtype)
+    grads = fused.flash_attention_tiled_backward(q, k, v, out, lse, grad, is_causal=is_causal, tile=tile)
+    for actual, desired in zip(grads, expected_grads):
+        assert actual.dtype == dtype
+        assert_close(actual, desired.numpy(), dtype)
+
+
+def test_cpu_fused_ops_never_take_the_cuda_kernel_paths():
+    x = tl.Tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    for out in (F.softmax(x), F.log_softmax(x), F.gelu(x), F.layer_norm(x),
+                F.cross_entropy(x, np.array([0, 1]))):
+        assert out._ctx.on_gpu is False
+    assert F.scaled_dot_product_attention(x, x, x)._ctx.algorithm is None
+
+
 def test_attention_checks_shapes():
     q = tl.Tensor(np.zeros((2, 3, 4)))
     with pytest.raises(ValueError, match=r"scaled_dot_product_attention: incompatible shapes"):

@@ -323,3 +323,120 @@ def test_cuda_steps_match_cpu_steps(name):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-9)
     state = cuda_optimizer.state_dict()  # plain numpy arrays even from the GPU
     assert all(isinstance(v, np.ndarray) for s in state["state"].values() for v in s.values())
+
+
+# -------------------------------------------------------------- fused Adam
+# Adam/AdamW update all parameters of a group at once by default (flat moment
+# buffers, whole-buffer array ops; one CUDA kernel on the GPU). The per-parameter
+# loop (fused=False) is the reference: both must agree bit for bit.
+
+FUSED_CASES = {
+    "adamw_two_groups": lambda o, p, fused: o.AdamW([{"params": [p[0], p[2]], "lr": 0.02, "weight_decay": 0.1},
+                                                     {"params": [p[1], p[3]], "weight_decay": 0.0}], lr=0.005,
+                                                    fused=fused),
+    "adam_l2": lambda o, p, fused: o.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, fused=fused),
+    "adamw_default": lambda o, p, fused: o.AdamW(p, fused=fused),
+}
+
+
+def run_pair(make, dtype, steps=12, max_norm=None, skip=None):
+    """Train the MLP with fused and with loop optimizers side by side; returns both params lists."""
+    runs = []
+    for fused in (True, False):
+        params = [tl.Tensor(w.astype(dtype), requires_grad=True) for w in INITIAL]
+        optimizer = make(optim, params, fused)
+        for step in range(steps):
+            optimizer.zero_grad()
+            tl_loss(params).backward()
+            if skip is not None and step in skip:
+                params[skip[step]].grad = None  # unused this step: its state must not move
+            if max_norm is not None:
+                optim.clip_grad_norm_(params, max_norm)
+            optimizer.step()
+        runs.append((params, optimizer))
+    return runs
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(FUSED_CASES))
+def test_fused_adam_is_bit_identical_to_the_loop(name, dtype):
+    (fused, fused_opt), (loop, loop_opt) = run_pair(FUSED_CASES[name], dtype, max_norm=0.5)
+    assert fused_opt.fused and not loop_opt.fused and fused_opt._flat  # the fused path really ran
+    for a, b in zip(fused, loop):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    fused_state, loop_state = fused_opt.state_dict(), loop_opt.state_dict()
+    assert fused_state["param_groups"] == loop_state["param_groups"]
+    for index, values in loop_state["state"].items():
+        assert set(fused_state["state"][index]) == {"step", "exp_avg", "exp_avg_sq"}
+        for key, value in values.items():
+            np.testing.assert_array_equal(fused_state["state"][index][key], value)
+
+
+@pytest.mark.parametrize("name", ["adam_weight_decay", "adamw_two_groups"])
+def test_fused_and_loop_adam_both_match_torch(name):
+    make = TRAJECTORIES[name]
+    theirs, _ = run_torch(make)
+    for fused in (True, False):
+        params = tl_params()
+        optimizer = make(optim, params)
+        optimizer.fused = fused
+        ours, _, _ = run_tl(None, params=params, optimizer=optimizer)
+        assert_same_params(ours, theirs)
+
+
+def test_fused_adam_state_is_views_into_one_flat_buffer_per_group():
+    params = tl_params()
+    optimizer = optim.AdamW([{"params": params[:2]}, {"params": params[2:]}], lr=0.01)
+    arrays = [p.data for p in params]
+    tl_loss(params).backward()
+    optimizer.step()
+    assert all(p.data is a for p, a in zip(params, arrays))  # parameters updated in place
+    flat = optimizer._flat[0]
+    assert flat.exp_avg.shape == (8 * 5 + 8,)
+    for param in params[:2]:
+        state = optimizer.state[param]
+        assert state["exp_avg"].shape == param.shape and np.shares_memory(state["exp_avg"], flat.exp_avg)
+        assert np.shares_memory(state["exp_avg_sq"], flat.exp_avg_sq) and state["step"] == 1
+
+
+def test_fused_adam_survives_unused_parameters_reloads_and_tiny_chunks(monkeypatch, tmp_path):
+    monkeypatch.setattr(optim, "_CPU_CHUNK_ELEMENTS", 7)  # tensors spanning several chunks, chunks several tensors
+    skip = {3: 1, 4: 1, 7: 2}  # param 1 unused at steps 3 and 4, param 2 at step 7: step counts then differ
+    for make in FUSED_CASES.values():
+        (fused, fused_opt), (loop, _) = run_pair(make, np.float32, steps=10, skip=skip)
+        for a, b in zip(fused, loop):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # a state loaded from disk is copied into fresh flat buffers and continues exactly
+    (params, optimizer), (loop, loop_opt) = run_pair(FUSED_CASES["adamw_two_groups"], np.float32, steps=5)
+    save_optimizer(optimizer, tmp_path)
+    optimizer.load_state_dict(load_optimizer_state(tmp_path))
+    for opt, ps in ((optimizer, params), (loop_opt, loop)):
+        for _ in range(3):
+            opt.zero_grad()
+            tl_loss(ps).backward()
+            opt.step()
+    for a, b in zip(params, loop):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_fused_adam_falls_back_to_the_loop_for_mixed_dtypes():
+    params = [tl.Tensor(np.ones(3, np.float32), requires_grad=True), tl.Tensor(np.ones(2), requires_grad=True)]
+    optimizer = optim.Adam(params, lr=0.1)
+    for p in params:
+        p.grad = tl.Tensor(np.ones(p.shape, p.dtype))
+    optimizer.step()
+    assert not optimizer._flat and all(optimizer.state[p]["step"] == 1 for p in params)
+    np.testing.assert_allclose(params[0].numpy(), 0.9, rtol=1e-6)
+
+
+def test_chunk_plan_covers_every_element_once_in_order():
+    sizes = [5, 0, 12, 1, 3]
+    for chunk in (1, 4, 7, 100):
+        plan = optim._chunk_plan(sizes, chunk)
+        assert all(0 < end - start <= chunk for start, end, _ in plan)
+        assert [start for start, _, _ in plan] == [0] + [end for _, end, _ in plan[:-1]]
+        covered = [(i, e) for _, _, pieces in plan for i, lo, hi in pieces for e in range(lo, hi)]
+        assert covered == [(i, e) for i, n in enumerate(sizes) for e in range(n)]
+        for start, end, pieces in plan:
+            assert sum(hi - lo for _, lo, hi in pieces) == end - start

@@ -55,10 +55,11 @@ def _target_array(targets, logits: Tensor):
 
 def check_targets(targets, num_classes: int, ignore_index: int) -> None:
     """Targets must be class ids in [0, C) (or ``ignore_index``): anything else is a bug."""
-    valid = targets[targets != ignore_index]
-    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= num_classes):
-        raise IndexError(f"cross_entropy: target {int(valid.max()) if int(valid.max()) >= num_classes else int(valid.min())} "
-                         f"is out of range for {num_classes} classes")
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= num_classes))
+    if bool(bad.any()):  # one check (one GPU sync); find the culprit only when there is one
+        culprit = int(targets[bad][0])
+        raise IndexError(f"cross_entropy: target {culprit} is out of range for {num_classes} classes "
+                         f"(targets must be in [0, {num_classes}) or ignore_index={ignore_index})")
 
 
 def cross_entropy_reference(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:

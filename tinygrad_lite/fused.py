@@ -15,11 +15,20 @@ gradients. ``backward`` never writes into the arrays it saved (a graph kept
 with ``retain_graph=True`` may be walked twice) nor into the incoming ``grad``.
 The reference versions in ``functional.py`` are the specification; the tests
 check that both agree.
+
+On the GPU each hot spot runs a fused CUDA kernel from ``cuda_kernels``
+instead (one ``if backend.is_cuda(x) and cuda_kernels.supports(...)`` per
+op): the array code below is then the kernel's *NumPy twin*, which the CPU
+runs and CPU CI tests, and which the GPU tests compare the kernel against.
+What a kernel path saves for backward may differ from its twin's (e.g. the
+GPU cross-entropy keeps the log-sum-exp instead of the probabilities), so
+forward records the path it took and backward follows it.
 """
 from __future__ import annotations
 
 import math
 
+from . import backend, cuda_kernels
 from .autograd import Function, unbroadcast
 from .backend import xp_of
 from .ops.reduce import normalize_axis
@@ -53,6 +62,11 @@ class Softmax(Function):
         _require_float("softmax", x)
         xp = xp_of(x)
         self.axis = normalize_axis(axis, x.ndim, "softmax")
+        self.on_gpu = backend.is_cuda(x) and cuda_kernels.supports(x, last_axis=self.axis)
+        if self.on_gpu:
+            y = cuda_kernels.softmax_forward(x, log=False)
+            self.save_for_backward(y)
+            return y
         y = x - x.max(axis=self.axis, keepdims=True)
         xp.exp(y, out=y)
         y /= y.sum(axis=self.axis, keepdims=True)
@@ -61,6 +75,8 @@ class Softmax(Function):
 
     def backward(self, grad):
         (y,) = self.saved_tensors
+        if self.on_gpu:
+            return cuda_kernels.softmax_backward(y, grad, log=False)
         xp = xp_of(y)
         dx = grad * y
         weighted_sum = dx.sum(axis=self.axis, keepdims=True)
@@ -81,6 +97,11 @@ class LogSoftmax(Function):
         _require_float("log_softmax", x)
         xp = xp_of(x)
         self.axis = normalize_axis(axis, x.ndim, "log_softmax")
+        self.on_gpu = backend.is_cuda(x) and cuda_kernels.supports(x, last_axis=self.axis)
+        if self.on_gpu:
+            y = cuda_kernels.softmax_forward(x, log=True)
+            self.save_for_backward(y)
+            return y
         y = x - x.max(axis=self.axis, keepdims=True)
         log_sum_exp = xp.log(xp.exp(y).sum(axis=self.axis, keepdims=True))
         y -= log_sum_exp
@@ -89,6 +110,8 @@ class LogSoftmax(Function):
 
     def backward(self, grad):
         (y,) = self.saved_tensors
+        if self.on_gpu:
+            return cuda_kernels.softmax_backward(y, grad, log=True)
         xp = xp_of(y)
         dx = xp.exp(y)
         dx *= grad.sum(axis=self.axis, keepdims=True)
@@ -127,6 +150,9 @@ class CrossEntropy(Function):
         _require_float("cross_entropy", logits)
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"cross_entropy: unknown reduction {reduction!r} (expected 'mean', 'sum' or 'none')")
+        self.on_gpu = backend.is_cuda(logits) and cuda_kernels.supports(logits)
+        if self.on_gpu:
+            return self._forward_gpu(logits, targets, ignore_index, reduction)
         xp = xp_of(logits)
         rows = xp.arange(logits.shape[0])
         keep = targets != ignore_index
@@ -154,6 +180,8 @@ class CrossEntropy(Function):
         return total / xp.asarray(self.count, dtype=logits.dtype)
 
     def backward(self, grad):
+        if self.on_gpu:
+            return self._backward_gpu(grad)
         probs, rows, safe_targets, keep = self.saved_tensors
         xp = xp_of(probs)
         row_weight = keep.astype(probs.dtype)  # w_n before the upstream gradient
@@ -164,6 +192,34 @@ class CrossEntropy(Function):
         dx = probs * row_weight[:, None]
         dx[rows, safe_targets] -= row_weight  # each row once: no repeated indices
         return dx
+
+    def _forward_gpu(self, logits, targets, ignore_index, reduction):
+        """``cuda_kernels.cross_entropy_forward``: per-row losses and log-sum-exps, no (N, C) probabilities."""
+        xp = xp_of(logits)
+        logits = xp.ascontiguousarray(logits)
+        targets = xp.ascontiguousarray(targets, dtype=xp.int64)
+        keep = targets != ignore_index
+        losses, log_sum_exp = cuda_kernels.cross_entropy_forward(logits, targets, ignore_index)
+        self.reduction = reduction
+        self.count = keep.sum().astype(logits.dtype)  # stays on the GPU: int() would wait for it
+        self.save_for_backward(logits, targets, log_sum_exp, keep)
+        if reduction == "none":
+            return losses
+        total = losses.sum()
+        if reduction == "sum":
+            return total
+        return total / self.count  # 0/0 = nan when every row is skipped, as in torch (CuPy does not warn)
+
+    def _backward_gpu(self, grad):
+        """``cuda_kernels.cross_entropy_backward``: dx = (e^(x - lse) - onehot) * w in one pass."""
+        logits, targets, log_sum_exp, keep = self.saved_tensors
+        xp = xp_of(logits)
+        row_weight = keep.astype(logits.dtype)
+        if self.reduction == "mean":
+            row_weight *= grad / xp.maximum(self.count, 1)
+        else:
+            row_weight *= grad
+        return cuda_kernels.cross_entropy_backward(logits, targets, log_sum_exp, row_weight)
 
 
 # --------------------------------------------------------------- layer norm
@@ -194,6 +250,12 @@ class LayerNorm(Function):
         weight = params.pop(0) if has_weight else None
         bias = params.pop(0) if has_bias else None
         self.has_weight, self.has_bias = has_weight, has_bias
+        self.on_gpu = backend.is_cuda(x) and cuda_kernels.supports(x, weight, bias, last_axis=(x.ndim - 1,))
+        if self.on_gpu:  # cuda_kernels.layer_norm_forward; saves x, mean, rstd (no (N, D) xhat)
+            rows = xp.ascontiguousarray(x).reshape(-1, x.shape[-1])
+            out, mean, rstd = cuda_kernels.layer_norm_forward(rows, weight, bias, eps)
+            self.save_for_backward(rows, mean, rstd, weight)
+            return out.reshape(x.shape)
 
         xhat = x - x.mean(axis=-1, keepdims=True)
         out = xp.multiply(xhat, xhat)  # scratch for the variance; becomes the output below
@@ -212,6 +274,15 @@ class LayerNorm(Function):
         return out
 
     def backward(self, grad):
+        if self.on_gpu:
+            rows, mean, rstd, weight = self.saved_tensors
+            grad_rows = xp_of(grad).ascontiguousarray(grad).reshape(rows.shape)
+            grad_x, grad_weight, grad_bias = cuda_kernels.layer_norm_backward(
+                rows, grad_rows, mean, rstd, weight, need_x=self.needs_input_grad[0],
+                need_weight=self.has_weight and self.needs_input_grad[1],
+                need_bias=self.has_bias and self.needs_input_grad[-1])
+            grad_x = grad_x.reshape(grad.shape) if grad_x is not None else None
+            return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
         xhat, rstd, weight = self.saved_tensors
         xp = xp_of(xhat)
         size = xhat.shape[-1]
@@ -265,6 +336,10 @@ class Gelu(Function):
 
     def forward(self, x):
         _require_float("gelu", x)
+        self.on_gpu = backend.is_cuda(x) and cuda_kernels.supports(x)
+        if self.on_gpu:  # cuda_kernels.gelu_forward; saves only x (backward recomputes the tanh)
+            self.save_for_backward(x)
+            return cuda_kernels.gelu_forward(x)
         xp = xp_of(x)
         shape = x.shape
         if x.ndim == 0:  # numpy turns 0-d results into scalars, which take no out=: use a 1-element view
@@ -282,6 +357,9 @@ class Gelu(Function):
         return out.reshape(shape)
 
     def backward(self, grad):
+        if self.on_gpu:
+            (x,) = self.saved_tensors
+            return cuda_kernels.gelu_backward(x, grad)
         x, t = self.saved_tensors
         xp = xp_of(x)
         dx = x * x
@@ -325,33 +403,124 @@ class ScaledDotProductAttention(Function):
         _require_float("scaled_dot_product_attention", q, k, v)
         xp = xp_of(q)
         self.scale = 1.0 / math.sqrt(q.shape[-1])
+        # on the GPU: "flash" (tiled kernels, no Tq x Tk matrix) or "fused_softmax" (cuBLAS + one kernel)
+        self.algorithm = cuda_kernels.attention_algorithm(q, k, v) if backend.is_cuda(q) else None
+        if self.algorithm == "flash":
+            self.is_causal = is_causal
+            out, log_sum_exp = cuda_kernels.flash_attention_forward(q, k, v, self.scale, is_causal)
+            self.save_for_backward(q, k, v, out, log_sum_exp)
+            return out
         scores = xp.matmul(q, k.swapaxes(-1, -2))
-        scores *= self.scale
-        if is_causal:
-            queries, keys = scores.shape[-2:]
-            future = xp.triu(xp.ones((queries, keys), dtype=bool), k=1)  # key j > query i
-            scores += xp.where(future, -xp.inf, 0.0).astype(scores.dtype)  # one pass, broadcast over batch
-        # softmax over the keys, in place: scores becomes P
-        probs = scores
-        probs -= probs.max(axis=-1, keepdims=True)  # key 0 is always visible: the max is finite
-        xp.exp(probs, out=probs)
-        probs /= probs.sum(axis=-1, keepdims=True)
+        if self.algorithm == "fused_softmax":  # scale, mask and softmax in one pass, in place
+            cuda_kernels.attention_softmax_forward(scores, self.scale, is_causal)
+            probs = scores
+        else:
+            scores *= self.scale
+            if is_causal:
+                queries, keys = scores.shape[-2:]
+                future = xp.triu(xp.ones((queries, keys), dtype=bool), k=1)  # key j > query i
+                scores += xp.where(future, -xp.inf, 0.0).astype(scores.dtype)  # one pass, broadcast over batch
+            # softmax over the keys, in place: scores becomes P
+            probs = scores
+            probs -= probs.max(axis=-1, keepdims=True)  # key 0 is always visible: the max is finite
+            xp.exp(probs, out=probs)
+            probs /= probs.sum(axis=-1, keepdims=True)
         out = xp.matmul(probs, v)
         self.save_for_backward(q, k, v, probs, out)
         return out
 
     def backward(self, grad):
+        need_q, need_k, need_v = self.needs_input_grad
+        if self.algorithm == "flash":  # P is recomputed tile by tile from q, k and the log-sum-exp
+            q, k, v, out, log_sum_exp = self.saved_tensors
+            grads = cuda_kernels.flash_attention_backward(q, k, v, out, log_sum_exp, grad, self.scale, self.is_causal)
+            return tuple(g if need else None for g, need in zip(grads, (need_q, need_k, need_v)))
         q, k, v, probs, out = self.saved_tensors
         xp = xp_of(q)
-        need_q, need_k, need_v = self.needs_input_grad
         grad_v = unbroadcast(xp.matmul(probs.swapaxes(-1, -2), grad), v.shape) if need_v else None
         if not (need_q or need_k):
             return None, None, grad_v
 
         grad_scores = xp.matmul(grad, v.swapaxes(-1, -2))  # dP, turned into dS * s in place
-        grad_scores -= (grad * out).sum(axis=-1, keepdims=True)
-        grad_scores *= probs
-        grad_scores *= self.scale
+        if self.algorithm == "fused_softmax":
+            cuda_kernels.attention_softmax_backward(grad_scores, probs, (grad * out).sum(axis=-1), self.scale)
+        else:
+            grad_scores -= (grad * out).sum(axis=-1, keepdims=True)
+            grad_scores *= probs
+            grad_scores *= self.scale
         grad_q = unbroadcast(xp.matmul(grad_scores, k), q.shape) if need_q else None
         grad_k = unbroadcast(xp.matmul(grad_scores.swapaxes(-1, -2), q), k.shape) if need_k else None
         return grad_q, grad_k, grad_v
+
+
+# ------------------------------------------------- flash attention, tiled twin
+# Not used by the CPU path (ScaledDotProductAttention above is faster there):
+# this is the NumPy twin of the CUDA flash kernels, the same algorithm written
+# with array ops, so that CPU CI checks the algorithm and a learner can read it.
+
+
+def flash_attention_tiled(q, k, v, is_causal: bool = False, tile: int = 16):
+    """Attention the way ``cuda_kernels.flash_attention_forward`` computes it: key tiles, online softmax.
+
+    q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) with equal leading dims.
+    Only a (Tq x tile) block of scores exists at a time. For each tile of keys
+    K_t, V_t (the kernel runs one thread per query; here all queries advance
+    together):
+
+        S = Q K_t^T * s              (s = 1/sqrt(D); S_ij = -inf for j > i when causal)
+        m_new = max(m, rowmax(S)),   c = e^(m - m_new)          (c = 0 on the first tile: m = -inf)
+        l   = l * c + rowsum(e^(S - m_new))
+        acc = acc * c + e^(S - m_new) V_t,    m = m_new
+
+    and finally out = acc / l, lse = m + log l. (Key 0 is in the first tile and
+    every query sees it, so m is finite from then on.) Returns (out, lse).
+    """
+    xp = xp_of(q)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    queries, keys = q.shape[-2], k.shape[-2]
+    m = xp.full(q.shape[:-1] + (1,), -xp.inf, dtype=q.dtype)
+    total = xp.zeros_like(m)
+    acc = xp.zeros(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)
+    for start in range(0, keys, tile):
+        stop = min(start + tile, keys)
+        scores = xp.matmul(q, k[..., start:stop, :].swapaxes(-1, -2)) * scale
+        if is_causal:
+            future = xp.arange(start, stop)[None, :] > xp.arange(queries)[:, None]
+            scores = xp.where(future, -xp.inf, scores).astype(q.dtype, copy=False)
+        m_new = xp.maximum(m, scores.max(axis=-1, keepdims=True))
+        correction = xp.exp(m - m_new)
+        p = xp.exp(scores - m_new)
+        total = total * correction + p.sum(axis=-1, keepdims=True)
+        acc = acc * correction + xp.matmul(p, v[..., start:stop, :])
+        m = m_new
+    return acc / total, (m + xp.log(total))[..., 0]
+
+
+def flash_attention_tiled_backward(q, k, v, out, lse, grad, is_causal: bool = False, tile: int = 16):
+    """dQ, dK, dV from the saved lse, recomputing P one key tile at a time (twin of ``flash_attention_backward``).
+
+        delta = rowsum(dO * out)
+        for each key tile t:   P   = e^(Q K_t^T s - lse)      (0 where masked)
+                               dV_t = P^T dO,   dP = dO V_t^T,   dS = P (dP - delta) s
+                               dK_t = dS^T Q,   dQ += dS K_t
+
+    (The CUDA version computes dK, dV with one thread per key and dQ with one
+    thread per query, so it needs no atomics; the sums are the same.)
+    """
+    xp = xp_of(q)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    queries, keys = q.shape[-2], k.shape[-2]
+    delta = (grad * out).sum(axis=-1, keepdims=True)
+    grad_q, grad_k, grad_v = xp.zeros_like(q), xp.zeros_like(k), xp.zeros_like(v)
+    for start in range(0, keys, tile):
+        stop = min(start + tile, keys)
+        k_tile, v_tile = k[..., start:stop, :], v[..., start:stop, :]
+        probs = xp.exp(xp.matmul(q, k_tile.swapaxes(-1, -2)) * scale - lse[..., None])
+        if is_causal:
+            probs = xp.where(xp.arange(start, stop)[None, :] > xp.arange(queries)[:, None], 0.0, probs)
+            probs = probs.astype(q.dtype, copy=False)
+        grad_v[..., start:stop, :] = xp.matmul(probs.swapaxes(-1, -2), grad)
+        grad_scores = probs * (xp.matmul(grad, v_tile.swapaxes(-1, -2)) - delta) * scale
+        grad_k[..., start:stop, :] = xp.matmul(grad_scores.swapaxes(-1, -2), q)
+        grad_q += xp.matmul(grad_scores, k_tile)
+    return grad_q, grad_k, grad_v

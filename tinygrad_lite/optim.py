@@ -7,6 +7,13 @@ and changes ``param.data`` in place, using the per-parameter ``state``
 (momentum buffers, Adam's moment estimates). The update formulas are
 PyTorch's, written out one line per equation, so trajectories match torch.
 
+Adam and AdamW also have a *fused* step (the default, ``fused=True``): all
+parameters of a group are updated together, with a few large array
+operations over one flat buffer of moments instead of a dozen small ones per
+parameter (see ``_FlatMoments``), and on the GPU with one CUDA kernel
+(``cuda_kernels.adam_update``). The per-parameter ``update_parameter`` is the
+reference it is tested against: both give bit-identical trajectories.
+
     optimizer = optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
     for x, y in batches:
         loss = F.cross_entropy(model(x), y)
@@ -22,7 +29,7 @@ from typing import Iterable
 
 import numpy
 
-from . import backend
+from . import backend, cuda_kernels
 from .autograd import enable_grad, no_grad
 from .tensor import Tensor
 
@@ -89,13 +96,19 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         with no_grad():  # the update itself must not be recorded in any graph
-            for group in self.param_groups:
-                for param in group["params"]:
-                    if param.grad is None:
-                        continue  # unused this step (e.g. frozen, or not in the loss)
-                    state = self.state.setdefault(param, {})
-                    self.update_parameter(param, param.grad.data, group, state)
+            for index, group in enumerate(self.param_groups):
+                self.step_group(index, group)
         return loss
+
+    def step_group(self, index: int, group: dict) -> None:
+        """Update one group: ``update_parameter`` for each parameter that has a gradient."""
+        for param in group["params"]:
+            if param.grad is None:
+                continue  # unused this step (e.g. frozen, or not in the loss)
+            state = self.state.setdefault(param, {})
+            if state:
+                _move_state_to(state, param.device)
+            self.update_parameter(param, param.grad.data, group, state)
 
     def update_parameter(self, param: Tensor, grad, group: dict, state: dict) -> None:
         """Change ``param`` in place given its gradient array; written by each optimizer."""
@@ -183,6 +196,13 @@ class Optimizer:
             options = ", ".join(f"{k}={v}" for k, v in group.items() if k != "params")
             lines.append(f"  group {index}: {len(group['params'])} tensors, {options}")
         return "\n".join(lines + [")"])
+
+
+def _move_state_to(state: dict, device: str) -> None:
+    """Keep optimizer state on its parameter's device (the model may have been moved with ``Module.to``)."""
+    for name, value in state.items():
+        if hasattr(value, "shape") and backend.device_of(value) != device:
+            state[name] = backend.to_device(value, device)
 
 
 def _numpy_copy(value) -> numpy.ndarray:
@@ -273,7 +293,32 @@ def _check_adam_hyperparameters(name: str, group: dict) -> None:
         raise ValueError(f"{name}: invalid eps {group['eps']} (must be >= 0)")
 
 
-class Adam(Optimizer):
+class _AdamBase(Optimizer):
+    """What Adam and AdamW share: hyperparameters, checks, and the fused step.
+
+    ``fused=True`` (the default) updates all parameters of a group at once
+    (``_fused_adam_step``); ``fused=False`` runs the per-parameter reference
+    loop (``update_parameter``). Both give the same numbers, rounding for rounding.
+    """
+
+    decoupled_weight_decay = False  # AdamW: True
+
+    def __init__(self, params, lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
+                 fused: bool = True):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self.fused = bool(fused)
+        self._flat: dict[int, _FlatMoments] = {}  # group index -> its flat moment buffers
+
+    def check_hyperparameters(self, group: dict) -> None:
+        super().check_hyperparameters(group)
+        _check_adam_hyperparameters(type(self).__name__, group)
+
+    def step_group(self, index: int, group: dict) -> None:
+        if not (self.fused and _fused_adam_step(self, index, group)):
+            super().step_group(index, group)
+
+
+class Adam(_AdamBase):
     """Adam with L2 weight decay added to the gradient (PyTorch's ``Adam``).
 
         g = g + weight_decay * p        (if weight_decay != 0; this decay is scaled by Adam's 1/sqrt(v))
@@ -283,12 +328,8 @@ class Adam(Optimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
-
-    def check_hyperparameters(self, group: dict) -> None:
-        super().check_hyperparameters(group)
-        _check_adam_hyperparameters("Adam", group)
+                 weight_decay: float = 0.0, fused: bool = True):
+        super().__init__(params, lr, betas, eps, weight_decay, fused)
 
     def update_parameter(self, param: Tensor, grad, group: dict, state: dict) -> None:
         if group["weight_decay"] != 0.0:
@@ -296,7 +337,7 @@ class Adam(Optimizer):
         _adam_update(param, grad, group, state)
 
 
-class AdamW(Optimizer):
+class AdamW(_AdamBase):
     """Adam with *decoupled* weight decay (Loshchilov & Hutter; PyTorch's ``AdamW``).
 
         p = p - lr * weight_decay * p    (shrink the weights directly, not through the gradient)
@@ -305,18 +346,188 @@ class AdamW(Optimizer):
         p = p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+    decoupled_weight_decay = True
 
-    def check_hyperparameters(self, group: dict) -> None:
-        super().check_hyperparameters(group)
-        _check_adam_hyperparameters("AdamW", group)
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, fused: bool = True):
+        super().__init__(params, lr, betas, eps, weight_decay, fused)
 
     def update_parameter(self, param: Tensor, grad, group: dict, state: dict) -> None:
         if group["weight_decay"] != 0.0:
             param.mul_(1.0 - group["lr"] * group["weight_decay"])
         _adam_update(param, grad, group, state)
+
+
+# ------------------------------------------------------------- fused Adam
+
+
+class _FlatMoments:
+    """One group's Adam moments in two flat buffers; each parameter's state holds *views* into them.
+
+    Parameter i owns elements ``offsets[i]:offsets[i+1]``, and
+    ``state[p]["exp_avg"]`` is that slice reshaped to p's shape -- so
+    ``state_dict``/``load_state_dict`` still see one array per parameter,
+    while a step can update every parameter with whole-buffer operations.
+
+    Made on the first fused step, and made again (copying the moments in)
+    whenever the per-parameter state stopped being these views: after
+    ``load_state_dict``, a step of the reference loop, a different set of
+    parameters with gradients, or a move to another device.
+    """
+
+    def __init__(self, params: list, states: list, device: str):
+        xp = backend.get_xp(device)
+        self.params, self.device = list(params), device
+        sizes = [p.size for p in params]
+        self.offsets = numpy.concatenate([[0], numpy.cumsum(sizes)]).astype(numpy.int64)
+        total, dtype = int(self.offsets[-1]), params[0].dtype
+        self.exp_avg = xp.zeros(total, dtype=dtype)
+        self.exp_avg_sq = xp.zeros(total, dtype=dtype)
+        self.views = []
+        for param, state, start, end in zip(params, states, self.offsets[:-1], self.offsets[1:]):
+            m = self.exp_avg[start:end].reshape(param.shape)
+            v = self.exp_avg_sq[start:end].reshape(param.shape)
+            if "exp_avg" in state:  # carry on from the existing moments
+                m[...] = backend.to_device(state["exp_avg"], device)
+                v[...] = backend.to_device(state["exp_avg_sq"], device)
+            state["exp_avg"], state["exp_avg_sq"] = m, v
+            self.views.append((m, v))
+        # The CPU twin works through the buffer in cache-sized chunks (see _adam_update_flat);
+        # on the GPU the whole buffer is one chunk.
+        self.chunks = _chunk_plan(sizes, _CPU_CHUNK_ELEMENTS if device == "cpu" else max(total, 1))
+        self.scratch = None  # three chunk-sized work arrays, made when the array twin first runs
+        self.device_offsets = None  # int64 offsets on the GPU, for cuda_kernels.adam_update
+
+    def holds(self, params: list, states: list, device: str) -> bool:
+        """True if these parameters' states still are this buffer's views."""
+        return (device == self.device and len(params) == len(self.params)
+                and all(a is b for a, b in zip(params, self.params))
+                and all(state.get("exp_avg") is m and state.get("exp_avg_sq") is v
+                        for state, (m, v) in zip(states, self.views)))
+
+
+# Elements per chunk of the CPU update: the ~6 arrays a chunk touches (moments,
+# gradient, scratch) then stay in the CPU's cache across the dozen operations.
+_CPU_CHUNK_ELEMENTS = 1 << 15
+
+
+def _chunk_plan(sizes: list[int], chunk: int) -> list[tuple[int, int, list]]:
+    """Cut the flat range of the tensors into chunks of at most ``chunk`` elements.
+
+    Each chunk is ``(start, end, pieces)`` with pieces ``(tensor index, lo, hi)``:
+    elements lo:hi of that (flattened) tensor, in order. Big tensors span
+    several chunks; small ones share one.
+    """
+    plan, pieces, chunk_start, position = [], [], 0, 0
+    for index, size in enumerate(sizes):
+        lo = 0
+        while lo < size:
+            take = min(size - lo, chunk - (position - chunk_start))
+            pieces.append((index, lo, lo + take))
+            lo += take
+            position += take
+            if position - chunk_start == chunk:
+                plan.append((chunk_start, position, pieces))
+                pieces, chunk_start = [], position
+    if pieces:
+        plan.append((chunk_start, position, pieces))
+    return plan
+
+
+def _fused_adam_step(optimizer: _AdamBase, index: int, group: dict) -> bool:
+    """Update every parameter of the group that has a gradient at once; False if the group does not fit.
+
+    It fits when those parameters share a device and a float dtype (their
+    gradients too), are contiguous, and are at the same step count (they are,
+    unless some went unused for a while); otherwise the reference loop runs.
+    """
+    params = [p for p in group["params"] if p.grad is not None]
+    if not params:
+        return True
+    device, dtype = params[0].device, params[0].dtype
+    if dtype.kind != "f" or any(p.device != device or p.dtype != dtype or p.grad.device != device
+                                or p.grad.dtype != dtype or not p.data.flags.c_contiguous for p in params):
+        return False
+    states = [optimizer.state.setdefault(p, {}) for p in params]
+    steps = {state.get("step", 0) for state in states}
+    if len(steps) != 1:
+        return False
+    flat = optimizer._flat.get(index)
+    if flat is None or not flat.holds(params, states, device):
+        flat = optimizer._flat[index] = _FlatMoments(params, states, device)
+    step = steps.pop() + 1
+    for state in states:
+        state["step"] = step
+
+    beta1, beta2 = group["betas"]
+    weight_decay = group["weight_decay"]
+    decoupled = optimizer.decoupled_weight_decay and weight_decay != 0.0
+    hyper = dict(use_l2=not optimizer.decoupled_weight_decay and weight_decay != 0.0, weight_decay=weight_decay,
+                 decay=1.0 - group["lr"] * weight_decay if decoupled else 1.0, beta1=beta1, beta2=beta2,
+                 bias_correction1=1.0 - beta1 ** step, bias_correction2=1.0 - beta2 ** step, lr=group["lr"],
+                 eps=group["eps"])
+    data = [p.data for p in params]
+    grads = [p.grad.data for p in params]
+    if backend.is_cuda(flat.exp_avg) and cuda_kernels.supports(flat.exp_avg) \
+            and all(g.flags.c_contiguous for g in grads):
+        if flat.device_offsets is None:
+            flat.device_offsets = backend.to_device(flat.offsets, "cuda")
+        cuda_kernels.adam_update(data, grads, flat.exp_avg, flat.exp_avg_sq, flat.device_offsets, **hyper)
+    else:
+        _adam_update_flat(flat, data, grads, **hyper)
+    for param in params:
+        param._version += 1  # changed in place (as ``sub_`` would record)
+    return True
+
+
+def _adam_update_flat(flat: _FlatMoments, params: list, grads: list, *, use_l2: bool, weight_decay: float,
+                      decay: float, beta1: float, beta2: float, bias_correction1: float, bias_correction2: float,
+                      lr: float, eps: float) -> None:
+    """The Adam step (see ``_adam_update``) for all tensors at once, chunk by chunk of the flat buffers.
+
+    Per chunk: gather the gradients (one ``concatenate``), then every equation
+    is one in-place array operation over the chunk, and each parameter gets
+    one subtraction of its slice of the update. The operations, their order
+    and their float32 rounding are exactly those of ``_adam_update`` (and of
+    ``Adam``'s L2 term and ``AdamW``'s decay), so the results are identical;
+    the CUDA kernel ``cuda_kernels.adam_update`` does the same per element.
+    """
+    xp = backend.get_xp(flat.device)
+    if flat.scratch is None:
+        largest = max((end - start for start, end, _ in flat.chunks), default=0)
+        flat.scratch = [xp.empty(largest, dtype=flat.exp_avg.dtype) for _ in range(3)]
+    step_size = lr / bias_correction1
+    sqrt_bias_correction2 = math.sqrt(bias_correction2)
+    flat_params = [p.reshape(-1) for p in params]  # views: the parameters are contiguous
+    flat_grads = [g.reshape(-1) for g in grads]
+    for start, end, pieces in flat.chunks:
+        size = end - start
+        m, v = flat.exp_avg[start:end], flat.exp_avg_sq[start:end]
+        g, scratch, update = (buffer[:size] for buffer in flat.scratch)
+        xp.concatenate([flat_grads[i][lo:hi] for i, lo, hi in pieces], out=g)
+        if use_l2:  # Adam: g = g + wd * p
+            xp.concatenate([flat_params[i][lo:hi] for i, lo, hi in pieces], out=scratch)
+            scratch *= weight_decay
+            g += scratch
+        m *= beta1  # m = beta1 m + (1 - beta1) g
+        xp.multiply(g, 1.0 - beta1, out=scratch)
+        m += scratch
+        v *= beta2  # v = beta2 v + (1 - beta2) g^2
+        xp.multiply(g, 1.0 - beta2, out=scratch)
+        scratch *= g
+        v += scratch
+        xp.sqrt(v, out=scratch)  # denominator = sqrt(v) / sqrt(bc2) + eps
+        scratch /= sqrt_bias_correction2
+        scratch += eps
+        xp.multiply(m, step_size, out=update)  # update = (lr / bc1) m / denominator
+        update /= scratch
+        offset = 0
+        for i, lo, hi in pieces:
+            piece = flat_params[i][lo:hi]
+            if decay != 1.0:  # AdamW: p = p (1 - lr wd)
+                piece *= decay
+            piece -= update[offset:offset + hi - lo]
+            offset += hi - lo
 
 
 # ------------------------------------------------------- gradient clipping
@@ -339,13 +550,25 @@ def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> float
     if not grads:
         return 0.0
     sum_of_squares = 0.0
+    fused = []  # GPU float32 gradients: one kernel for all of them (cuda_kernels.sum_of_squares / scale_)
     for grad in grads:
-        sum_of_squares += float((grad.data * grad.data).sum())
+        if backend.is_cuda(grad.data) and cuda_kernels.supports(grad.data) and grad.data.flags.c_contiguous:
+            fused.append(grad)
+        else:
+            sum_of_squares += float((grad.data * grad.data).sum())
+    if fused:
+        sum_of_squares += cuda_kernels.sum_of_squares([grad.data for grad in fused])
     total_norm = math.sqrt(sum_of_squares)
     clip_coefficient = max_norm / (total_norm + 1e-6)
     if clip_coefficient < 1.0:
+        fused_ids = {id(grad) for grad in fused}
         for grad in grads:
-            grad.mul_(clip_coefficient)
+            if id(grad) not in fused_ids:
+                grad.mul_(clip_coefficient)
+        if fused:
+            cuda_kernels.scale_([grad.data for grad in fused], clip_coefficient)
+            for grad in fused:
+                grad._version += 1  # changed in place, as mul_ records
     return total_norm
 
 

@@ -18,7 +18,7 @@ class Embedding(Function):
         xp = xp_of(weight)
         if not xp.issubdtype(indices.dtype, xp.integer):
             raise TypeError(f"Embedding: indices must be integers, got dtype {indices.dtype}")
-        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= weight.shape[0]):
+        if bool(((indices < 0) | (indices >= weight.shape[0])).any()):  # one check: one GPU sync
             raise IndexError(f"Embedding: index out of range [0, {weight.shape[0]}) "
                              f"(min {int(indices.min())}, max {int(indices.max())}) for weight of shape {weight.shape}")
         self.indices = indices
