@@ -1,0 +1,62 @@
+"""Sample text from a GPT trained by examples/train_shakespeare.py.
+
+    python examples/sample.py --out-dir out-shakespeare --prompt "ROMEO:" --max-new-tokens 500 \\
+        --temperature 0.8 --top-k 200
+    python examples/sample.py --out-dir out-shakespeare --compare-cache   # time it with and without the KV cache
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+try:
+    import gpt  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpt.checkpoint import CheckpointError  # noqa: E402
+from gpt.sample import load_for_sampling, sample_text  # noqa: E402
+from tinygrad_lite import GPUUnavailableError  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", default="out-shakespeare", help="the training run's output folder")
+    parser.add_argument("--checkpoint", default="last", choices=("last", "best"), help="which checkpoint (last)")
+    parser.add_argument("--prompt", default="", help="text to continue (default: a newline)")
+    parser.add_argument("--max-new-tokens", type=int, default=500)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; < 1 safer, > 1 wilder")
+    parser.add_argument("--top-k", type=int, default=200, help="sample only among the k likeliest tokens")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling: keep tokens up to this mass")
+    parser.add_argument("--num-samples", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--no-cache", dest="use_cache", action="store_false",
+                        help="recompute the whole context for every token (slow; for comparison)")
+    parser.add_argument("--compare-cache", action="store_true",
+                        help="generate with and without the KV cache and report both speeds")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        model, tokenizer = load_for_sampling(args.out_dir, args.checkpoint, args.device)
+        modes = [True, False] if args.compare_cache else [args.use_cache]
+        for index in range(args.num_samples):
+            for use_cache in modes:
+                sample = sample_text(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature,
+                                     args.top_k, args.top_p, seed=args.seed + index, use_cache=use_cache)
+                print(sample.text)
+                print(f"--- {sample.new_tokens} tokens in {sample.seconds:.2f} s "
+                      f"({sample.tokens_per_s:,.0f} tokens/s, {'with' if use_cache else 'without'} the KV cache)",
+                      file=sys.stderr)
+    except (CheckpointError, GPUUnavailableError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Train a character-level GPT on tiny Shakespeare with tinygrad_lite.
+
+    python examples/train_shakespeare.py                          # nanoGPT's CPU config, ~2000 iterations
+    python examples/train_shakespeare.py --device cuda            # nanoGPT's GPU config (6 layers, 384 wide)
+    python examples/train_shakespeare.py --data input.txt         # a local copy of the text (no download)
+    python examples/train_shakespeare.py --resume                 # continue the run in --out-dir
+    python examples/sample.py --out-dir out-shakespeare --prompt "ROMEO:"
+
+Every flag left out takes its default for the device (or, with --resume, the
+value saved in the checkpoint). Ctrl-C saves a checkpoint and stops; --resume
+continues from it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+try:
+    import gpt  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from gpt.checkpoint import CheckpointError  # noqa: E402
+from gpt.data import DataError  # noqa: E402
+from gpt.train import TrainConfig, config_for_resume, defaults_for_device, train  # noqa: E402
+from tinygrad_lite import GPUUnavailableError  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cpu = defaults_for_device("cpu")
+    gpu = defaults_for_device("cuda")
+
+    def default(name: str) -> str:
+        if cpu[name] == gpu[name]:
+            return f"default {cpu[name]}"
+        return f"default {cpu[name]} on cpu, {gpu[name]} on cuda"
+
+    # Every default is None here: "not given" must be told apart from "given", so that --resume
+    # takes the checkpoint's value for every flag left out.
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", help="a UTF-8 text file to train on (default: download tiny Shakespeare)")
+    group.add_argument("--tokenizer", help="char (default), gpt2, or bpe:N (our BPE with N tokens)")
+    group.add_argument("--gpt2-dir", help="folder with GPT-2's vocab.bpe and encoder.json (for --tokenizer gpt2)")
+    group.add_argument("--cache-dir", default=str(REPO_ROOT / "data_cache"),
+                       help="downloads and encoded tokens (default: data_cache/ in the repository)")
+
+    group = parser.add_argument_group("model")
+    group.add_argument("--n-layer", type=int, help=default("n_layer"))
+    group.add_argument("--n-head", type=int, help=default("n_head"))
+    group.add_argument("--n-embd", type=int, help=default("n_embd"))
+    group.add_argument("--block-size", type=int, help=f"context length; {default('block_size')}")
+    group.add_argument("--dropout", type=float, help=default("dropout"))
+    group.add_argument("--bias", action=argparse.BooleanOptionalAction, help="biases in Linear and LayerNorm "
+                       f"(GPT-2 has them, nanoGPT drops them); {default('bias')}")
+
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--batch-size", type=int, help=default("batch_size"))
+    group.add_argument("--grad-accum", type=int, dest="gradient_accumulation_steps",
+                       help=f"micro-batches per step; {default('gradient_accumulation_steps')}")
+    group.add_argument("--max-iters", type=int, help=default("max_iters"))
+    group.add_argument("--lr", type=float, help=f"peak learning rate; {default('lr')}")
+    group.add_argument("--min-lr", type=float, help=f"the cosine decay ends here; {default('min_lr')}")
+    group.add_argument("--warmup-iters", type=int, help=default("warmup_iters"))
+    group.add_argument("--lr-decay-iters", type=int, help="iterations of cosine decay (default: --max-iters)")
+    group.add_argument("--weight-decay", type=float, help=f"on 2-D weights only; {default('weight_decay')}")
+    group.add_argument("--beta1", type=float, help=default("beta1"))
+    group.add_argument("--beta2", type=float, help=default("beta2"))
+    group.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 = off; {default('grad_clip')}")
+
+    group = parser.add_argument_group("evaluation and output")
+    group.add_argument("--eval-interval", type=int, help=default("eval_interval"))
+    group.add_argument("--eval-iters", type=int, help=f"batches per split at each eval; {default('eval_iters')}")
+    group.add_argument("--final-eval-iters", type=int,
+                       help=f"batches per split for the final loss; {default('final_eval_iters')}")
+    group.add_argument("--sample-tokens", type=int, help=f"tokens sampled at each eval; {default('sample_tokens')}")
+    group.add_argument("--out-dir", help="checkpoints, metrics.jsonl, loss.png (default out-shakespeare)")
+    group.add_argument("--device", help="cpu (default) or cuda")
+    group.add_argument("--seed", type=int, help=default("seed"))
+    group.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
+    group.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                       help="no progress bar (eval lines are still printed)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    given = {name: value for name, value in vars(args).items() if name in names and value is not None}
+    given.pop("resume", None)
+    if args.resume:
+        return config_for_resume(args.out_dir or "out-shakespeare", given)
+    return TrainConfig(**{**defaults_for_device(args.device or "cpu"), **given})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        result = train(config)
+    except (DataError, CheckpointError, GPUUnavailableError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nstopped; the last saved checkpoint is intact (continue with --resume)", file=sys.stderr)
+        return 130
+    print(f"\n{result.iterations} iterations, {result.wall_time_s:.1f} s wall time, "
+          f"{result.ms_per_iter:.1f} ms/iter, {result.tokens_per_s:,.0f} tokens/s")
+    if result.final_val_loss is not None:
+        print(f"final loss ({config.final_eval_iters} batches per split): train {result.final_train_loss:.4f}, "
+              f"val {result.final_val_loss:.4f} (best val {result.best_val_loss:.4f})")
+    print(f"checkpoints and logs in {result.out_dir}/; sample with:\n"
+          f"  python examples/sample.py --out-dir {result.out_dir} --prompt \"ROMEO:\"")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

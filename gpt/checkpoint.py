@@ -1,0 +1,192 @@
+"""Checkpoints: weights and optimizer state in safetensors, everything else in JSON. No pickle.
+
+A checkpoint called ``last`` in ``out_dir`` is two files:
+
+    last.json                      format, model config, tokenizer, training state
+                                   (iteration, best val loss, RNG state, ...), the optimizer's
+                                   hyperparameters, and the name + SHA-256 of its weights file
+    last-3f9c2a1b.safetensors      model.<name> -> weights, optimizer.<index>.<name> -> AdamW moments
+
+Saving is crash-safe: the weights go to a new, uniquely named file (written
+to a temporary name, fsync'ed, renamed); only then is ``last.json`` replaced
+(same dance) to point at it, and the old weights file is deleted. A crash at
+any moment leaves a ``last.json`` that points at a complete weights file.
+The JSON file is the commit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+
+import tinygrad_lite as tl
+
+from .data import write_atomically
+
+FORMAT = "tinygrad_lite-gpt-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupted, or does not fit the model / data it is used with."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path                  # the JSON file
+    model_config: dict
+    tokenizer: dict
+    train_state: dict           # iteration, best_val_loss, rng_state, train_config, ...
+    model_state: dict           # name -> numpy array
+    optimizer_state: dict | None  # in tinygrad_lite.optim's state_dict() form, or None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the renames durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def save_checkpoint(out_dir: str | Path, name: str, *, model, model_config: dict, tokenizer: dict,
+                    train_state: dict, optimizer=None) -> Path:
+    """Write checkpoint ``name`` into ``out_dir`` (see the module docstring); returns the JSON path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{key}": value for key, value in model.state_dict().items()}
+    optimizer_json = None
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        scalars = {}
+        for index, param_state in state["state"].items():
+            for key, value in param_state.items():
+                value = numpy.asarray(value)
+                if value.ndim == 0:  # Adam's step count: a number, kept in the JSON
+                    scalars.setdefault(str(index), {})[key] = value.item()
+                else:
+                    tensors[f"optimizer.{index}.{key}"] = value
+        optimizer_json = {"param_groups": state["param_groups"], "scalars": scalars}
+
+    weights_name = f"{name}-{uuid.uuid4().hex[:8]}.safetensors"
+    weights_path = out_dir / weights_name
+    tl.save(tensors, weights_path)  # tl.save writes a temporary file and renames it
+    os.chmod(weights_path, 0o644)  # the safetensors writer makes it private; the JSON file is not
+    with open(weights_path, "rb") as file:
+        os.fsync(file.fileno())
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "weights_file": weights_name,
+        "weights_sha256": _sha256(weights_path),
+        "model_config": model_config,
+        "tokenizer": tokenizer,
+        "train_state": train_state,
+        "optimizer": optimizer_json,
+    }
+    json_path = out_dir / f"{name}.json"
+    write_atomically(json_path, json.dumps(document, indent=1).encode("utf-8"))
+    _fsync_directory(out_dir)
+    # The new checkpoint is committed: remove older weights files of this name, and any
+    # temporary files an earlier crash left behind.
+    for stale in [*out_dir.glob(f"{name}-*.safetensors"), *out_dir.glob(f"{name}-*.safetensors.tmp"),
+                  *out_dir.glob(f".{name}.json.*.tmp")]:
+        if stale.name != weights_name:
+            stale.unlink(missing_ok=True)
+    return json_path
+
+
+def checkpoint_path(out_dir: str | Path, name: str = "last") -> Path:
+    return Path(out_dir) / f"{name}.json"
+
+
+def read_checkpoint_json(out_dir: str | Path, name: str = "last") -> dict:
+    """The JSON half of checkpoint ``name`` (config, tokenizer, training state), checked but without weights."""
+    path = checkpoint_path(out_dir, name)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train first, or check --out-dir")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"checkpoint {path} is corrupted: not valid JSON ({error})") from error
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a tinygrad_lite GPT checkpoint (no format {FORMAT!r})")
+    if document.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {document.get('version')}, "
+                              f"this code reads version {VERSION}")
+    for key in ("weights_file", "weights_sha256", "model_config", "tokenizer", "train_state"):
+        if key not in document:
+            raise CheckpointError(f"checkpoint {path} is incomplete: it has no {key!r}")
+    return document
+
+
+def load_checkpoint(out_dir: str | Path, name: str = "last") -> Checkpoint:
+    """Read checkpoint ``name`` from ``out_dir``; a clear CheckpointError if it is missing or damaged."""
+    document = read_checkpoint_json(out_dir, name)
+    path = checkpoint_path(out_dir, name)
+    weights_path = path.parent / document["weights_file"]
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint {path} refers to weights file {weights_path}, which is missing")
+    if _sha256(weights_path) != document["weights_sha256"]:
+        raise CheckpointError(f"checkpoint weights {weights_path} are corrupted: their SHA-256 does not match "
+                              f"the one recorded in {path}")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint weights {weights_path} cannot be read: {error}") from error
+
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer_state = None
+    if document.get("optimizer") is not None:
+        try:
+            per_param: dict[int, dict] = {}
+            for key, value in tensors.items():
+                if key.startswith("optimizer."):
+                    _, index, state_name = key.split(".", 2)
+                    per_param.setdefault(int(index), {})[state_name] = value
+            for index, scalars in document["optimizer"].get("scalars", {}).items():
+                for state_name, value in scalars.items():
+                    per_param.setdefault(int(index), {})[state_name] = numpy.asarray(value)
+            optimizer_state = {"state": per_param, "param_groups": document["optimizer"]["param_groups"]}
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"checkpoint {path} has a malformed optimizer state ({error!r})") from error
+    return Checkpoint(path=path, model_config=document["model_config"], tokenizer=document["tokenizer"],
+                      train_state=document["train_state"], model_state=model_state,
+                      optimizer_state=optimizer_state)
+
+
+def load_model(checkpoint: Checkpoint):
+    """A GPT with the checkpoint's config and weights (a CheckpointError if they do not fit)."""
+    from .model import GPT, GPTConfig  # noqa: PLC0415
+
+    try:
+        config = GPTConfig.from_dict(checkpoint.model_config)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {checkpoint.path} has an unusable model config: {error}") from error
+    model = GPT(config)
+    try:
+        model.load_state_dict(checkpoint.model_state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {checkpoint.path} does not fit the model it describes: {error}") from error
+    return model

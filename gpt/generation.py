@@ -1,0 +1,311 @@
+"""Generating text: sampling (temperature, top-k, top-p), a KV cache, beam search.
+
+Without a cache, every new token costs a forward pass over the whole context:
+the keys and values of the earlier positions are recomputed each time although
+they never change (a position only attends to itself and to earlier ones).
+The KV cache keeps each layer's keys and values, so a new token costs one
+forward pass over one position, attending to the cached keys/values.
+
+The cached forward (``forward_cached``) is the model's math again, written on
+raw arrays (``xp`` is numpy or cupy): for one position per call, building an
+autograd graph costs more than the arithmetic it records. The tests check it
+against ``GPT.forward``: greedy decoding with and without the cache gives the
+same tokens.
+
+When the context outgrows ``block_size`` it is cropped. GPT-2's position
+embeddings are absolute, so after a crop every cached key is at the wrong
+position and the cache must be refilled; refilling at every step would cost
+as much as no cache at all. So the window *jumps*: when the context would
+exceed block_size, it restarts from the last block_size // 2 tokens (one
+refill), then grows again one token per step. Both paths (with and without
+the cache) use the same windows, which is why they agree token for token.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+import tinygrad_lite as tl
+from tinygrad_lite import backend
+
+from .model import GPT
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+# -------------------------------------------------------------- the window
+
+def initial_window_start(length: int, block_size: int) -> int:
+    """Where the context starts for the first step: the last block_size tokens of the prompt."""
+    return max(0, length - block_size)
+
+
+def next_window_start(start: int, length: int, block_size: int) -> int:
+    """Where the context starts once the sequence has ``length`` tokens (see the module docstring)."""
+    if length - start <= block_size:
+        return start
+    return length - max(1, block_size // 2)
+
+
+# --------------------------------------------------------------- the cache
+
+class KVCache:
+    """Every layer's keys and values for the positions seen so far.
+
+    Buffers of shape (B, n_head, block_size, head_size) are allocated once;
+    ``length`` positions of them are filled.
+    """
+
+    def __init__(self, model: GPT, batch_size: int):
+        c = model.config
+        xp = model.wte.weight.xp
+        shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        dtype = model.wte.weight.dtype
+        self.keys = [xp.zeros(shape, dtype=dtype) for _ in range(c.n_layer)]
+        self.values = [xp.zeros(shape, dtype=dtype) for _ in range(c.n_layer)]
+        self.length = 0
+        self.average = xp.full((c.n_embd, 1), 1.0 / c.n_embd, dtype=dtype)  # for the layer norms
+
+    def reorder(self, rows) -> None:
+        """Keep rows ``rows`` (beam search: each surviving beam continues from its parent)."""
+        rows = backend.xp_of(self.keys[0]).asarray(rows)
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+
+
+# Small helpers on raw arrays of shape (positions, features). They are written for speed at
+# one position per call, where each NumPy call costs more than its arithmetic: few calls,
+# in-place updates, and 2-D matrix products.
+
+def _layer_norm(x, ln, average, xp):
+    """``average`` is a (C, 1) column of 1/C, so ``x @ average`` is each row's mean in one BLAS call."""
+    centered = x - x @ average
+    variance = (centered * centered) @ average
+    centered /= xp.sqrt(variance + ln.eps)
+    centered *= ln.weight.data
+    if ln.bias is not None:
+        centered += ln.bias.data
+    return centered
+
+
+def _linear(x, linear):
+    y = x @ linear.weight.data.T
+    if linear.bias is not None:
+        y += linear.bias.data
+    return y
+
+
+def _gelu(x, xp):
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed in one scratch array."""
+    inner = x * x
+    inner *= 0.044715 * _GELU_C
+    inner += _GELU_C
+    inner *= x
+    xp.tanh(inner, out=inner)
+    inner += 1.0
+    inner *= x
+    inner *= 0.5
+    return inner
+
+
+def forward_cached(model: GPT, idx, cache: KVCache):
+    """Logits (B, vocab) of the last of the new positions ``idx`` (B, T), extending ``cache``.
+
+    The same computation as ``GPT.forward`` in eval mode, but the new positions
+    attend to the cached keys/values of the earlier ones too.
+    """
+    c = model.config
+    xp = model.wte.weight.xp
+    idx = xp.asarray(idx)
+    B, T = idx.shape
+    start, end = cache.length, cache.length + T
+    if end > c.block_size:
+        raise ValueError(f"forward_cached: {start} cached + {T} new positions exceed block_size {c.block_size}")
+    n_head, head_size = c.n_head, c.n_embd // c.n_head
+    # the residual stream, one row per (sequence, position)
+    x = (model.wte.weight.data[idx] + model.wpe.weight.data[start:end]).reshape(B * T, c.n_embd)
+    if T > 1:  # new position i (absolute start + i) may see keys 0 .. start + i
+        future = xp.triu(xp.ones((T, end), dtype=bool), k=start + 1)
+        mask = xp.where(future, -xp.inf, 0.0).astype(x.dtype)
+    scale = 1.0 / math.sqrt(head_size)
+    for layer, block in enumerate(model.h):
+        qkv = _linear(_layer_norm(x, block.ln_1, cache.average, xp), block.attn.c_attn)
+        # (B*T, 3C) -> (3, B, n_head, T, head_size): queries, keys, values per head
+        q, k, v = qkv.reshape(B, T, 3, n_head, head_size).transpose(2, 0, 3, 1, 4)
+        cache.keys[layer][:, :, start:end] = k
+        cache.values[layer][:, :, start:end] = v
+        scores = (q * scale) @ cache.keys[layer][:, :, :end].swapaxes(-1, -2)  # (B, n_head, T, end)
+        if T > 1:
+            scores += mask
+        scores -= scores.max(axis=-1, keepdims=True)
+        xp.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        y = (scores @ cache.values[layer][:, :, :end]).transpose(0, 2, 1, 3).reshape(B * T, c.n_embd)
+        x = x + _linear(y, block.attn.c_proj)
+        x = x + _linear(_gelu(_linear(_layer_norm(x, block.ln_2, cache.average, xp), block.mlp.c_fc), xp), block.mlp.c_proj)
+    cache.length = end
+    last = _layer_norm(x.reshape(B, T, c.n_embd)[:, -1], model.ln_f, cache.average, xp)
+    return last @ model.lm_head.weight.data.T
+
+
+def forward_uncached(model: GPT, idx):
+    """Logits (B, vocab) of the last position, from a full ``GPT.forward`` over ``idx`` (B, T)."""
+    logits, _ = model(idx)
+    return logits.data[:, -1]
+
+
+# ---------------------------------------------------------------- sampling
+
+def sample_next_token(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                      generator=None) -> numpy.ndarray:
+    """One token id per row of ``logits`` (B, vocab).
+
+    temperature < 1 sharpens the distribution, > 1 flattens it, 0 takes the
+    argmax (greedy). top_k keeps only the k most likely tokens; top_p keeps the
+    smallest set of most likely tokens whose probabilities add up to p
+    ("nucleus sampling"). Computed on the CPU in float64.
+    """
+    logits = backend.to_numpy(logits).astype(numpy.float64)
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    logits = logits / temperature
+    vocab = logits.shape[-1]
+    if top_k is not None and top_k < vocab:
+        kth_largest = numpy.partition(logits, vocab - top_k, axis=-1)[:, vocab - top_k, None]
+        logits = numpy.where(logits < kth_largest, -numpy.inf, logits)
+    probs = numpy.exp(logits - logits.max(axis=-1, keepdims=True))  # unnormalised: the sampling below divides
+    if top_p is not None and top_p < 1.0:
+        probs /= probs.sum(axis=-1, keepdims=True)
+        order = numpy.argsort(-probs, axis=-1, kind="stable")
+        sorted_probs = numpy.take_along_axis(probs, order, axis=-1)
+        # drop a token if the more likely ones already reach top_p (the most likely one always stays)
+        drop_sorted = numpy.cumsum(sorted_probs, axis=-1) - sorted_probs >= top_p
+        drop = numpy.zeros_like(drop_sorted)
+        numpy.put_along_axis(drop, order, drop_sorted, axis=-1)
+        probs = numpy.where(drop, 0.0, probs)
+    rng = generator if generator is not None else backend.generator("cpu")
+    # inverse-CDF sampling: the first token whose cumulative weight passes u * (total weight)
+    cumulative = numpy.cumsum(probs, axis=-1)
+    u = rng.random(probs.shape[0])[:, None] * cumulative[:, -1:]
+    return numpy.minimum((cumulative <= u).sum(axis=-1), vocab - 1)
+
+
+def _check_sampling_options(max_new_tokens, temperature, top_k, top_p) -> None:
+    if not isinstance(max_new_tokens, (int, numpy.integer)) or max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if temperature < 0 or not math.isfinite(temperature):
+        raise ValueError(f"generate: temperature must be >= 0 (0 means greedy), got {temperature}")
+    if top_k is not None and (not isinstance(top_k, (int, numpy.integer)) or top_k < 1):
+        raise ValueError(f"generate: top_k must be a positive integer or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"generate: top_p must be in (0, 1] or None, got {top_p}")
+
+
+def _prompt_array(model: GPT, idx) -> numpy.ndarray:
+    array = backend.to_numpy(idx.data if isinstance(idx, tl.Tensor) else idx if backend.is_cuda(idx) else numpy.asarray(idx))
+    if array.dtype.kind not in "iu" and array.size:
+        raise TypeError(f"generate: idx must hold integer token ids, got dtype {array.dtype}")
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise ValueError(f"generate: idx must have shape (batch, time) with at least one token, "
+                         f"got shape {array.shape}")
+    vocab = model.config.vocab_size
+    if array.min() < 0 or array.max() >= vocab:
+        raise ValueError(f"generate: token ids must be in [0, {vocab}), got min {array.min()}, max {array.max()}")
+    return array.astype(numpy.int64)
+
+
+# -------------------------------------------------------------- generation
+
+def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, stop_tokens=None, *, use_cache: bool = True,
+             generator=None) -> numpy.ndarray:
+    """Continue each row of ``idx`` (B, T); returns the ids (B, T + new) as a numpy int64 array.
+
+    ``stop_tokens``: ids that end a row (kept in the output). Generation ends
+    when every row has stopped; a row that stopped earlier is padded with its
+    stop token. ``generator``: a numpy Generator (default: tinygrad_lite's,
+    seeded by ``tl.manual_seed``). The model runs in eval mode (no dropout).
+    """
+    _check_sampling_options(max_new_tokens, temperature, top_k, top_p)
+    prompt = _prompt_array(model, idx)
+    batch, length = prompt.shape
+    sequence = numpy.empty((batch, length + max_new_tokens), dtype=numpy.int64)
+    sequence[:, :length] = prompt
+    stop = numpy.asarray(sorted(set(stop_tokens or ())), dtype=numpy.int64)
+    finished = numpy.zeros(batch, dtype=bool)
+    block_size = model.config.block_size
+    cache = KVCache(model, batch) if use_cache else None
+    start = initial_window_start(length, block_size)
+    was_training = model.training
+    model.eval()
+    try:
+        with tl.no_grad():
+            for _ in range(max_new_tokens):
+                start = next_window_start(start, length, block_size)
+                if not use_cache:
+                    logits = forward_uncached(model, sequence[:, start:length])
+                elif cache.length != length - 1 - start:
+                    # the first step, or the window jumped: fill the cache with the whole window
+                    cache.length = 0
+                    logits = forward_cached(model, sequence[:, start:length], cache)
+                else:  # one new position, attending to the cached ones
+                    logits = forward_cached(model, sequence[:, length - 1:length], cache)
+                next_tokens = sample_next_token(logits, temperature, top_k, top_p, generator)
+                if stop.size:  # rows that already stopped repeat their stop token
+                    next_tokens = numpy.where(finished, sequence[:, length - 1], next_tokens)
+                    finished |= numpy.isin(next_tokens, stop)
+                sequence[:, length] = next_tokens
+                length += 1
+                if stop.size and finished.all():
+                    break
+    finally:
+        model.train(was_training)
+    return sequence[:, :length]
+
+
+def beam_search(model: GPT, idx, max_new_tokens: int, num_beams: int) -> numpy.ndarray:
+    """The continuation with the highest total log-probability among ``num_beams`` kept at each step.
+
+    Each step extends every beam by every token, scores each candidate by the
+    sum of its tokens' log-probabilities, and keeps the ``num_beams`` best.
+    Greedy decoding is ``num_beams=1``. Returns (B, T + max_new_tokens) ids,
+    the best beam of each row.
+    """
+    _check_sampling_options(max_new_tokens, 1.0, None, None)
+    if not isinstance(num_beams, (int, numpy.integer)) or num_beams < 1:
+        raise ValueError(f"beam_search: num_beams must be a positive integer, got {num_beams!r}")
+    prompts = _prompt_array(model, idx)
+    was_training = model.training
+    model.eval()
+    try:
+        with tl.no_grad():
+            return numpy.stack([_beam_search_one(model, row, max_new_tokens, num_beams) for row in prompts])
+    finally:
+        model.train(was_training)
+
+
+def _beam_search_one(model: GPT, prompt: numpy.ndarray, max_new_tokens: int, num_beams: int) -> numpy.ndarray:
+    block_size = model.config.block_size
+    beams = numpy.repeat(prompt[None, :], num_beams, axis=0)  # (num_beams, T)
+    # All beams start identical: only the first may be extended at step one.
+    scores = numpy.full(num_beams, -numpy.inf)
+    scores[0] = 0.0
+    start, cache = initial_window_start(beams.shape[1], block_size), KVCache(model, num_beams)
+    for _ in range(max_new_tokens):
+        start = next_window_start(start, beams.shape[1], block_size)
+        if cache.length != beams.shape[1] - 1 - start:  # the first step, or the window jumped
+            cache.length = 0
+            logits = forward_cached(model, beams[:, start:], cache)
+        else:
+            logits = forward_cached(model, beams[:, -1:], cache)
+        logits = backend.to_numpy(logits).astype(numpy.float64)
+        log_probs = logits - logits.max(axis=-1, keepdims=True)
+        log_probs -= numpy.log(numpy.exp(log_probs).sum(axis=-1, keepdims=True))
+        candidates = (scores[:, None] + log_probs).reshape(-1)  # (num_beams * vocab,)
+        best = numpy.argsort(-candidates, kind="stable")[:num_beams]
+        parents, tokens = numpy.divmod(best, log_probs.shape[-1])
+        scores = candidates[best]
+        beams = numpy.concatenate([beams[parents], tokens[:, None]], axis=1)
+        cache.reorder(parents)
+    return beams[int(numpy.argmax(scores))]

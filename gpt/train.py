@@ -1,0 +1,425 @@
+"""The training loop: AdamW, warmup + cosine learning rate, clipping, accumulation, evals, checkpoints.
+
+    for it in range(start, max_iters):
+        every eval_interval: estimate train/val loss, print a sample, save checkpoints
+        lr = warmup then cosine decay to min_lr
+        gradient_accumulation_steps x (random batch -> forward -> backward)
+        clip the gradient norm, AdamW step
+
+``train(TrainConfig(...))`` runs it; ``examples/train_shakespeare.py`` is its
+command line. Everything random (initialisation, batches, dropout) comes from
+tinygrad_lite's generator, seeded once; its state goes into each checkpoint,
+so ``resume=True`` continues exactly where the run stopped. Evaluation and the
+samples use their own generators (seeded by seed and iteration), so how often
+you evaluate never changes the training batches.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy
+from tqdm.auto import tqdm
+
+import tinygrad_lite as tl
+from tinygrad_lite import backend
+from tinygrad_lite.optim import clip_grad_norm_, get_lr
+
+from .checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_json, save_checkpoint
+from .data import prepare_data
+from .model import GPT, GPTConfig
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str | None = None            # a text file; None downloads tiny Shakespeare
+    tokenizer: str = "char"            # 'char', 'gpt2' or 'bpe:N'
+    gpt2_dir: str | None = None        # folder with GPT-2's vocab.bpe + encoder.json (--tokenizer gpt2)
+    cache_dir: str | None = None       # downloads and encoded tokens (default ~/.cache/tinygrad_lite)
+    # model (nanoGPT's CPU "baby GPT")
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    dropout: float = 0.0
+    bias: bool = False                 # nanoGPT trains without biases; GPT-2 had them
+    # optimisation
+    batch_size: int = 12
+    gradient_accumulation_steps: int = 1
+    max_iters: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # None: max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0             # 0 turns clipping off
+    # evaluation and output
+    eval_interval: int = 250
+    eval_iters: int = 20
+    final_eval_iters: int = 200
+    sample_tokens: int = 200           # generated at each eval; the final sample is 2.5x longer
+    out_dir: str = "out-shakespeare"
+    device: str = "cpu"
+    seed: int = 1337
+    resume: bool = False
+    progress: bool = True              # the tqdm bar
+
+    def __post_init__(self):
+        if self.lr_decay_iters is None:
+            self.lr_decay_iters = self.max_iters
+        positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "gradient_accumulation_steps",
+                    "eval_interval", "eval_iters", "final_eval_iters")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_iters < 0 or self.warmup_iters < 0:
+            raise ValueError(f"TrainConfig: max_iters and warmup_iters must be >= 0, "
+                             f"got {self.max_iters} and {self.warmup_iters}")
+
+    def tokens_per_iter(self) -> int:
+        return self.batch_size * self.block_size * self.gradient_accumulation_steps
+
+
+# nanoGPT's config/train_shakespeare_char.py for a GPU; the dataclass defaults are its CPU variant.
+GPU_DEFAULTS = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, max_iters=5000,
+                    dropout=0.2, eval_iters=200)
+
+
+def defaults_for_device(device: str) -> dict:
+    """The default hyperparameters for ``device`` ('cpu' or 'cuda')."""
+    base = {f.name: f.default for f in fields(TrainConfig)}
+    if device.startswith("cuda"):
+        base.update(GPU_DEFAULTS)
+    base["device"] = device
+    return base
+
+
+def config_for_resume(out_dir: str | Path, overrides: dict) -> TrainConfig:
+    """The configuration of the run saved in ``out_dir``, with ``overrides`` (flags given explicitly) on top."""
+    saved = dict(read_checkpoint_json(out_dir, "last")["train_state"].get("train_config", {}))
+    known = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in saved.items() if k in known}
+    values.update(overrides)
+    values.update(out_dir=str(out_dir), resume=True)
+    return TrainConfig(**values)
+
+
+@dataclass
+class TrainResult:
+    iterations: int                      # the iteration reached
+    final_train_loss: float | None       # over final_eval_iters batches (None when interrupted)
+    final_val_loss: float | None
+    best_val_loss: float
+    wall_time_s: float
+    ms_per_iter: float                   # mean time of a training iteration (evals excluded)
+    tokens_per_s: float
+    sample: str
+    interrupted: bool
+    out_dir: Path
+    train_losses: list[float] = field(default_factory=list)  # the loss of every iteration of this call
+
+
+# ------------------------------------------------------------ evaluation
+
+def estimate_loss(model: GPT, data, batch_size: int, block_size: int, eval_iters: int, rng) -> dict[str, float]:
+    """Mean loss over ``eval_iters`` random batches of each split (eval mode, no graph)."""
+    was_training = model.training
+    model.eval()
+    losses = {}
+    with tl.no_grad():
+        for split in ("train", "val"):
+            total = 0.0
+            for _ in range(eval_iters):
+                x, y = data.get_batch(split, batch_size, block_size, rng)
+                _, loss = model(x, y)
+                total += loss.item()
+            losses[split] = total / eval_iters
+    model.train(was_training)
+    return losses
+
+
+def prompt_ids(tokenizer, data) -> numpy.ndarray:
+    """What samples start from: a newline if the vocabulary has one, else the first training token."""
+    try:
+        ids = tokenizer.encode("\n")
+    except ValueError:
+        ids = []
+    return numpy.asarray([ids if ids else [int(data.train[0])]], dtype=numpy.int64)
+
+
+def write_sample(model: GPT, tokenizer, data, max_new_tokens: int, rng) -> str:
+    prompt = prompt_ids(tokenizer, data)
+    ids = model.generate(prompt, max_new_tokens, temperature=0.8, top_k=200, generator=rng)
+    return tokenizer.decode(ids[0].tolist())
+
+
+# --------------------------------------------------------------- logging
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per line, one line per iteration and per evaluation."""
+
+    def __init__(self, path: Path, resume_from: int | None):
+        self.path = path
+        lines = []
+        if resume_from is not None and path.is_file():  # keep the history up to the checkpoint
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if entry.get("iter", math.inf) < resume_from or (entry.get("kind") == "eval"
+                                                               and entry.get("iter") == resume_from):
+                    lines.append(line)
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, **entry) -> None:
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def plot_losses(metrics_path: Path, png_path: Path) -> bool:
+    """Draw ``loss.png`` from ``metrics.jsonl``; False when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: PLC0415 -- optional
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    steps, losses, evals = [], [], {"train": [], "val": [], "iter": []}
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if entry["kind"] == "train":
+            steps.append(entry["iter"])
+            losses.append(entry["loss"])
+        elif entry["kind"] == "eval":
+            evals["iter"].append(entry["iter"])
+            evals["train"].append(entry["train_loss"])
+            evals["val"].append(entry["val_loss"])
+    figure, axes = plt.subplots(figsize=(8, 5))
+    axes.plot(steps, losses, color="0.75", linewidth=0.8, label="training batch loss")
+    axes.plot(evals["iter"], evals["train"], "o-", label="train loss (eval)")
+    axes.plot(evals["iter"], evals["val"], "o-", label="val loss (eval)")
+    axes.set_xlabel("iteration")
+    axes.set_ylabel("cross-entropy loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+class StopOnInterrupt:
+    """Turn the first Ctrl-C into a request to stop at the next iteration boundary.
+
+    The loop then saves a checkpoint of a consistent state (never one caught
+    half-way through an optimizer step) and returns. A second Ctrl-C stops at
+    once (the previous checkpoint is still intact: saves are atomic).
+    """
+
+    def __init__(self, announce):
+        self.requested = False
+        self.announce = announce
+        self.previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.announce("\nCtrl-C: stopping after this iteration and saving a checkpoint (Ctrl-C again to quit now)")
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: Ctrl-C cannot reach us here anyway
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+# ------------------------------------------------------------------ train
+
+def learning_rate(it: int, config: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT's schedule)."""
+    if config.lr_decay_iters <= config.warmup_iters:  # a run too short to decay (a quick test): warmup only
+        return config.lr * min(1.0, (it + 1) / (config.warmup_iters + 1))
+    return get_lr(it, warmup_iters=config.warmup_iters, lr_decay_iters=config.lr_decay_iters,
+                  max_lr=config.lr, min_lr=config.min_lr)
+
+
+def model_config_for(config: TrainConfig, vocab_size: int) -> GPTConfig:
+    return GPTConfig(vocab_size=vocab_size, block_size=config.block_size, n_layer=config.n_layer,
+                     n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, bias=config.bias)
+
+
+def check_resume_compatible(checkpoint, wanted: GPTConfig, tokenizer) -> None:
+    """Resuming must continue the same model on the same vocabulary; say exactly what differs."""
+    saved = checkpoint.model_config
+    if saved.get("vocab_size") != wanted.vocab_size or checkpoint.tokenizer != tokenizer.to_dict():
+        raise CheckpointError(
+            f"cannot resume from {checkpoint.path}: its vocabulary ({saved.get('vocab_size')} tokens, "
+            f"tokenizer {checkpoint.tokenizer.get('kind')!r}) does not match this run's ({wanted.vocab_size} "
+            f"tokens, tokenizer {tokenizer.to_dict().get('kind')!r}); resume with the same --data and --tokenizer, "
+            "or start a new run in another --out-dir")
+    differences = [f"{name}: checkpoint {saved.get(name)!r}, this run {value!r}"
+                   for name, value in wanted.to_dict().items() if saved.get(name) != value]
+    if differences:
+        raise CheckpointError(f"cannot resume from {checkpoint.path}: the model settings differ "
+                              f"({'; '.join(differences)}); leave those flags out to use the checkpoint's, "
+                              "or start a new run in another --out-dir")
+
+
+def train(config: TrainConfig, opener=None) -> TrainResult:
+    """Train (or resume) a GPT as ``config`` says; prints progress; returns the final numbers."""
+    started = time.perf_counter()
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    say = tqdm.write
+    tl.manual_seed(config.seed)
+    device = backend.check_device(config.device)
+
+    extra = {"opener": opener} if opener is not None else {}
+    data, tokenizer, text_path = prepare_data(config.data, config.tokenizer, config.cache_dir, config.gpt2_dir, **extra)
+    data.check_block_size(config.block_size)
+    wanted = model_config_for(config, tokenizer.vocab_size)
+
+    checkpoint = None
+    if config.resume:
+        checkpoint = load_checkpoint(out_dir, "last")
+        check_resume_compatible(checkpoint, wanted, tokenizer)
+        model = load_model(checkpoint)
+    else:
+        model = GPT(wanted)
+    model.to(device)
+    optimizer = model.configure_optimizer(config.lr, config.weight_decay, (config.beta1, config.beta2))
+    start_iter, best_val_loss = 0, math.inf
+    if checkpoint is not None:
+        if checkpoint.optimizer_state is None:
+            raise CheckpointError(f"checkpoint {checkpoint.path} has no optimizer state, so it cannot be resumed")
+        try:
+            optimizer.load_state_dict(checkpoint.optimizer_state)
+        except (ValueError, KeyError) as error:
+            raise CheckpointError(f"checkpoint {checkpoint.path}: optimizer state does not fit: {error}") from error
+        try:
+            start_iter = int(checkpoint.train_state["iteration"])
+            best_val_loss = float(checkpoint.train_state.get("best_val_loss") or math.inf)
+            backend.set_rng_state(checkpoint.train_state["rng_state"])  # the batches continue where they stopped
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {checkpoint.path} has a malformed training state ({error!r})") from error
+    train_config = {k: v for k, v in asdict(config).items() if k != "resume"}
+
+    def save(name: str, iteration: int) -> None:
+        state = {"iteration": iteration, "best_val_loss": None if math.isinf(best_val_loss) else best_val_loss,
+                 "rng_state": backend.get_rng_state("cpu"), "train_config": train_config}
+        save_checkpoint(out_dir, name, model=model, model_config=wanted.to_dict(), tokenizer=tokenizer.to_dict(),
+                        train_state=state, optimizer=optimizer)
+
+    say(f"data: {text_path} -> {len(data.train):,} train / {len(data.val):,} val tokens "
+        f"(tokenizer {config.tokenizer}, vocabulary {tokenizer.vocab_size})")
+    say(model.param_table())
+    say(f"{config.tokens_per_iter():,} tokens per iteration on {device}; "
+        f"{'resuming at' if checkpoint else 'starting at'} iteration {start_iter} of {config.max_iters}; "
+        f"writing to {out_dir}")
+
+    metrics = MetricsLog(out_dir / "metrics.jsonl", resume_from=start_iter if checkpoint else None)
+    progress = tqdm(total=config.max_iters, initial=start_iter, desc="training", unit="it",
+                    disable=not config.progress, dynamic_ncols=True)
+    params = list(model.parameters())
+    step_times, train_losses, sample, interrupted = [], [], "", False
+    it = start_iter
+    model.train()
+    try:
+        with StopOnInterrupt(say) as stop:
+            while it < config.max_iters:
+                if stop.requested:
+                    interrupted = True
+                    break
+                if it % config.eval_interval == 0 and not (checkpoint is not None and it == start_iter):
+                    losses = estimate_loss(model, data, config.batch_size, config.block_size, config.eval_iters,
+                                           numpy.random.default_rng([config.seed, it]))
+                    metrics.write(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"])
+                    say(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                    if it > 0:
+                        sample = write_sample(model, tokenizer, data, config.sample_tokens,
+                                              numpy.random.default_rng([config.seed, it, 1]))
+                        say(f"--- sample at iter {it} ---\n{sample}\n---")
+                    if losses["val"] < best_val_loss:
+                        best_val_loss = losses["val"]
+                        save("best", it)
+                    save("last", it)
+
+                lr = learning_rate(it, config)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                step_start = time.perf_counter()
+                loss_sum = 0.0
+                for _ in range(config.gradient_accumulation_steps):
+                    x, y = data.get_batch("train", config.batch_size, config.block_size, backend.generator("cpu"))
+                    _, loss = model(x, y)
+                    # gradients add up over the micro-batches: scale so the sum is their mean
+                    (loss * (1.0 / config.gradient_accumulation_steps)).backward()
+                    loss_sum += loss.item()
+                grad_norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else float("nan")
+                optimizer.step()
+                optimizer.zero_grad()
+                backend.synchronize(device)
+                step_time = time.perf_counter() - step_start
+                it += 1
+
+                step_loss = loss_sum / config.gradient_accumulation_steps
+                step_times.append(step_time)
+                train_losses.append(step_loss)
+                tokens_per_s = config.tokens_per_iter() / step_time
+                metrics.write(kind="train", iter=it - 1, loss=step_loss, lr=lr, grad_norm=grad_norm,
+                              ms_per_iter=step_time * 1000, tokens_per_s=tokens_per_s)
+                progress.set_postfix_str(f"loss {step_loss:.4f}, {step_time * 1000:.0f} ms/iter, "
+                                         f"{tokens_per_s:,.0f} tok/s", refresh=False)
+                progress.update(1)
+
+            interrupted = interrupted or stop.requested
+            final_train = final_val = None
+            if interrupted:
+                save("last", it)
+                say(f"interrupted at iteration {it}: saved {out_dir / 'last.json'}; "
+                    "continue with the same command plus --resume")
+            else:
+                losses = estimate_loss(model, data, config.batch_size, config.block_size, config.final_eval_iters,
+                                       numpy.random.default_rng([config.seed, it]))
+                final_train, final_val = losses["train"], losses["val"]
+                metrics.write(kind="eval", iter=it, train_loss=final_train, val_loss=final_val,
+                              batches=config.final_eval_iters)
+                say(f"iter {it} (final, {config.final_eval_iters} batches per split): "
+                    f"train loss {final_train:.4f}, val loss {final_val:.4f}")
+                if final_val < best_val_loss:
+                    best_val_loss = final_val
+                    save("best", it)
+                save("last", it)
+                sample = write_sample(model, tokenizer, data, int(config.sample_tokens * 2.5),
+                                      numpy.random.default_rng([config.seed, it, 1]))
+                say(f"--- sample at iter {it} ---\n{sample}\n---")
+    finally:
+        progress.close()
+        metrics.close()
+    if plot_losses(out_dir / "metrics.jsonl", out_dir / "loss.png"):
+        say(f"loss curve: {out_dir / 'loss.png'}")
+    ms_per_iter = 1000 * float(numpy.mean(step_times)) if step_times else float("nan")
+    return TrainResult(iterations=it, final_train_loss=final_train, final_val_loss=final_val,
+                       best_val_loss=best_val_loss, wall_time_s=time.perf_counter() - started,
+                       ms_per_iter=ms_per_iter,
+                       tokens_per_s=config.tokens_per_iter() * 1000 / ms_per_iter if step_times else float("nan"),
+                       sample=sample, interrupted=interrupted, out_dir=out_dir, train_losses=train_losses)
