@@ -187,12 +187,15 @@ def bool_mask_case(draw):
 
 
 @st.composite
-def matmul_case(draw, batched=False, vector=False):
+def matmul_case(draw, batched=False, vector=False, folded=False):
     n, k, m = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
     if vector:  # 1-D on one side or both (numpy's rules)
         left_vec, right_vec = draw(st.sampled_from([(True, False), (False, True), (True, True)]))
         a_shape = (k,) if left_vec else (n, k)
         b_shape = (k,) if right_vec else (k, m)
+    elif folded:  # (..., n, k) @ (k, m): the leading axes fold into rows
+        lead = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+        a_shape, b_shape = lead + (n, k), (k, m)
     elif batched:  # batch dims broadcast against each other
         batch_a, batch_b = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=1, max_dims=2,
                                                                    max_side=3)).input_shapes
@@ -348,6 +351,7 @@ OPS: list[OpRow] = [
           bool_mask_case()),
     OpRow("matmul", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case()),
     OpRow("matmul_batched", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case(batched=True)),
+    OpRow("matmul_folded", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case(folded=True)),
     OpRow("matmul_vector", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case(vector=True)),
     OpRow("linear", lambda x, w, *b: F.linear(x, w, *b), lambda x, w, *b: TF.linear(x, w, *b), linear_case()),
     OpRow("softmax", lambda a, axis: a.softmax(axis), lambda a, axis: torch.softmax(a, dim=axis), softmax_case()),
