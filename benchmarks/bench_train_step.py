@@ -50,6 +50,7 @@ ARGS = parse_args()
 # Thread counts must be fixed before numpy (and its BLAS) is imported.
 for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
     os.environ[variable] = str(ARGS.threads)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # what `import tinygrad_lite` sets (see its __init__)
 
 import numpy as np  # noqa: E402
 
@@ -168,8 +169,6 @@ def peak_memory_mb(side: str, name: str) -> float:
 
 
 def memory_only(side: str, name: str) -> None:
-    import resource
-
     device = ARGS.device
     batches = make_batches(name, 6)
     if side == "ours":
@@ -187,8 +186,22 @@ def memory_only(side: str, name: str) -> None:
             import torch
             peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak = _peak_rss_mb()
     print(json.dumps({"peak_mb": peak}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set. VmHWM belongs to the process's own memory map, so unlike
+    ru_maxrss it does not inherit the high-water mark of the parent that forked it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_config(name: str, device: str, peak_gflops: float) -> dict:

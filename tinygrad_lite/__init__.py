@@ -8,11 +8,21 @@
 Start reading at ``tensor.py`` (the Tensor), ``autograd.py`` (Function and
 the backward pass) and ``ops/`` (every primitive with its forward and backward).
 """
-import numpy as _numpy
+import os as _os
+import sys as _sys
+
+if "numpy" not in _sys.modules:
+    # After a matmul, OpenBLAS's worker threads spin for a long while waiting for the next one,
+    # stealing the cores from the elementwise work that follows (see backend.parallel_rows).
+    # Let them sleep soon instead. Only effective before numpy is first imported.
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as _numpy  # noqa: E402
 
 from . import backend
 from .autograd import Function, debug_mode, enable_grad, is_debug, is_grad_enabled, no_grad, set_debug
 from .backend import GPUUnavailableError, manual_seed
+backend.tune_cpu_allocator()  # see backend.py: reuse freed temporaries instead of page-faulting on new ones
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .gradcheck import GradcheckError, gradcheck
 from .profiler import profile

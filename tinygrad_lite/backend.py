@@ -290,3 +290,77 @@ def synchronize(device: str = "cpu") -> None:
     """Wait for queued GPU work (no-op on the CPU); call before reading a timer."""
     if device == "cuda":
         _load_cupy().cuda.get_current_stream().synchronize()
+
+
+# ------------------------------------------------------ CPU allocator
+# NumPy asks malloc for every temporary array. glibc serves big blocks with a
+# fresh mmap and unmaps them again on free, so a training step that makes
+# ~100 MB of temporaries page-faults through ~100 MB of new zeroed pages every
+# step (measured: a third of the baby GPT's step). Raising the mmap and trim
+# thresholds keeps freed blocks in the heap, where the next step reuses them.
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+_allocator_tuned = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed large blocks for reuse (glibc only; set TINYGRAD_LITE_MALLOC_TUNING=0 to skip).
+
+    Returns True when the thresholds were changed. Called once on ``import tinygrad_lite``.
+    """
+    global _allocator_tuned
+    if _allocator_tuned or os.environ.get("TINYGRAD_LITE_MALLOC_TUNING", "1") == "0":
+        return _allocator_tuned
+    try:
+        import ctypes  # noqa: PLC0415
+        libc = ctypes.CDLL("libc.so.6")
+        # 32 MiB is the largest mmap threshold glibc accepts on 64-bit machines.
+        _allocator_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and \
+            bool(libc.mallopt(_M_TRIM_THRESHOLD, 512 << 20))
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): leave the allocator alone
+        _allocator_tuned = False
+    return _allocator_tuned
+
+
+# ------------------------------------------------------- CPU threads
+# NumPy runs each elementwise op (exp, tanh, +, *) on one core, while BLAS
+# matmuls use them all. NumPy releases the GIL inside those loops on large
+# arrays, so splitting a big elementwise job into one contiguous chunk of rows
+# per core and running the chunks in threads really runs them at the same time.
+# The fused CPU ops (GELU, layer norm, the attention softmax, AdamW) do this.
+
+PARALLEL_MIN_ELEMENTS = 1 << 16  # below this, thread hand-off costs more than it saves
+_thread_pool = None
+
+
+def cpu_threads() -> int:
+    """Threads for large elementwise CPU work: $TINYGRAD_LITE_CPU_THREADS, else the usable cores."""
+    configured = os.environ.get("TINYGRAD_LITE_CPU_THREADS")
+    if configured:
+        return max(1, int(configured))
+    try:
+        return max(1, min(len(os.sched_getaffinity(0)), 8))
+    except AttributeError:  # not Linux
+        return max(1, min(os.cpu_count() or 1, 8))
+
+
+def parallel_rows(body, n_rows: int, elements_per_row: int = 1) -> None:
+    """Call ``body(start, stop)`` on contiguous chunks covering rows [0, n_rows), in parallel.
+
+    ``body`` must only write rows start..stop of its outputs (so chunks never
+    touch the same memory). Small jobs run in the calling thread, in one call.
+    """
+    threads = min(cpu_threads(), n_rows)
+    if threads <= 1 or n_rows * elements_per_row < PARALLEL_MIN_ELEMENTS:
+        body(0, n_rows)
+        return
+    global _thread_pool
+    if _thread_pool is None:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+        _thread_pool = ThreadPoolExecutor(max_workers=cpu_threads() - 1, thread_name_prefix="tinygrad_lite")
+    bounds = [n_rows * i // threads for i in range(threads + 1)]
+    others = [_thread_pool.submit(body, bounds[i], bounds[i + 1]) for i in range(1, threads)]
+    body(bounds[0], bounds[1])  # the calling thread takes the first chunk itself
+    for future in others:
+        future.result()  # re-raises an error from a worker

@@ -257,21 +257,30 @@ class LayerNorm(Function):
             self.save_for_backward(rows, mean, rstd, weight)
             return out.reshape(x.shape)
 
-        xhat = x - x.mean(axis=-1, keepdims=True)
-        out = xp.multiply(xhat, xhat)  # scratch for the variance; becomes the output below
-        rstd = out.mean(axis=-1, keepdims=True)
-        rstd += eps
-        xp.sqrt(rstd, out=rstd)
-        xp.reciprocal(rstd, out=rstd)
-        xhat *= rstd
-        if weight is not None:
-            xp.multiply(xhat, weight, out=out)
-        else:
-            out[...] = xhat  # a copy: the output must not alias the saved xhat
-        if bias is not None:
-            out += bias
+        size = x.shape[-1]
+        rows = x.reshape(-1, size)
+        xhat, out = xp.empty_like(rows), xp.empty_like(rows)
+        rstd = xp.empty((rows.shape[0], 1), dtype=x.dtype)
+
+        def chunk(start, stop):  # rows start..stop, each normalised on its own
+            x_c, xhat_c, out_c, rstd_c = rows[start:stop], xhat[start:stop], out[start:stop], rstd[start:stop]
+            xp.subtract(x_c, x_c.mean(axis=-1, keepdims=True), out=xhat_c)
+            xp.multiply(xhat_c, xhat_c, out=out_c)  # scratch for the variance; becomes the output below
+            xp.mean(out_c, axis=-1, keepdims=True, out=rstd_c)
+            rstd_c += eps
+            xp.sqrt(rstd_c, out=rstd_c)
+            xp.reciprocal(rstd_c, out=rstd_c)
+            xhat_c *= rstd_c
+            if weight is not None:
+                xp.multiply(xhat_c, weight, out=out_c)
+            else:
+                out_c[...] = xhat_c  # a copy: the output must not alias the saved xhat
+            if bias is not None:
+                out_c += bias
+
+        backend.parallel_rows(chunk, rows.shape[0], size)
         self.save_for_backward(xhat, rstd, weight)
-        return out
+        return out.reshape(x.shape)
 
     def backward(self, grad):
         if self.on_gpu:
@@ -283,14 +292,21 @@ class LayerNorm(Function):
                 need_bias=self.has_bias and self.needs_input_grad[-1])
             grad_x = grad_x.reshape(grad.shape) if grad_x is not None else None
             return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
-        xhat, rstd, weight = self.saved_tensors
+        xhat, rstd, weight = self.saved_tensors  # xhat: (rows, D), rstd: (rows, 1)
         xp = xp_of(xhat)
-        size = xhat.shape[-1]
-        g_xhat = grad * xhat
+        grad_rows = grad.reshape(xhat.shape)
+        g_xhat = xp.empty_like(xhat)
+        backend.parallel_rows(lambda a, b: xp.multiply(grad_rows[a:b], xhat[a:b], out=g_xhat[a:b]),
+                              xhat.shape[0], xhat.shape[1])
         # inputs are (x, [weight], [bias]): the weight, when there is one, is second, the bias last
-        grad_weight = g_xhat.reshape(-1, size).sum(axis=0) if self.has_weight and self.needs_input_grad[1] else None
-        grad_bias = grad.reshape(-1, size).sum(axis=0) if self.has_bias and self.needs_input_grad[-1] else None
-        grad_x = self._grad_x(xp, grad, g_xhat, xhat, rstd, weight) if self.needs_input_grad[0] else None
+        grad_weight = g_xhat.sum(axis=0) if self.has_weight and self.needs_input_grad[1] else None
+        grad_bias = grad_rows.sum(axis=0) if self.has_bias and self.needs_input_grad[-1] else None
+        grad_x = None
+        if self.needs_input_grad[0]:
+            backend.parallel_rows(  # rows are independent: each chunk overwrites its g_xhat rows with dx
+                lambda a, b: self._grad_x(xp, grad_rows[a:b], g_xhat[a:b], xhat[a:b], rstd[a:b], weight),
+                xhat.shape[0], xhat.shape[1])
+            grad_x = g_xhat.reshape(grad.shape)
         return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
 
     @staticmethod
@@ -341,20 +357,24 @@ class Gelu(Function):
             self.save_for_backward(x)
             return cuda_kernels.gelu_forward(x)
         xp = xp_of(x)
-        shape = x.shape
-        if x.ndim == 0:  # numpy turns 0-d results into scalars, which take no out=: use a 1-element view
-            x = x.reshape(1)
-        t = x * x
-        t *= _GELU_K
-        t += 1.0
-        t *= x
-        t *= _GELU_C  # u = c x (1 + k x^2)
-        xp.tanh(t, out=t)
-        out = t + 1.0
-        out *= x
-        out *= 0.5
-        self.save_for_backward(x, t)
-        return out.reshape(shape)
+        flat = x.reshape(-1)  # also turns a 0-d x into a 1-element view, which takes out=
+        t, out = xp.empty_like(flat), xp.empty_like(flat)
+
+        def chunk(start, stop):
+            xs, ts, outs = flat[start:stop], t[start:stop], out[start:stop]
+            xp.multiply(xs, xs, out=ts)
+            ts *= _GELU_K
+            ts += 1.0
+            ts *= xs
+            ts *= _GELU_C  # u = c x (1 + k x^2)
+            xp.tanh(ts, out=ts)
+            xp.add(ts, 1.0, out=outs)
+            outs *= xs
+            outs *= 0.5
+
+        backend.parallel_rows(chunk, flat.size)
+        self.save_for_backward(flat, t)
+        return out.reshape(x.shape)
 
     def backward(self, grad):
         if self.on_gpu:
@@ -362,18 +382,25 @@ class Gelu(Function):
             return cuda_kernels.gelu_backward(x, grad)
         x, t = self.saved_tensors
         xp = xp_of(x)
-        dx = x * x
-        dx *= 3.0 * _GELU_K
-        dx += 1.0
-        dx *= x
-        dx *= _GELU_C  # x du/dx
-        one_minus_t2 = t * t
-        xp.subtract(1.0, one_minus_t2, out=one_minus_t2)
-        dx *= one_minus_t2
-        dx += t
-        dx += 1.0
-        dx *= 0.5
-        dx *= grad
+        flat_grad = grad.reshape(-1)
+        dx, scratch = xp.empty_like(x), xp.empty_like(x)
+
+        def chunk(start, stop):
+            xs, ts, dxs, one_minus_t2 = x[start:stop], t[start:stop], dx[start:stop], scratch[start:stop]
+            xp.multiply(xs, xs, out=dxs)
+            dxs *= 3.0 * _GELU_K
+            dxs += 1.0
+            dxs *= xs
+            dxs *= _GELU_C  # x du/dx
+            xp.multiply(ts, ts, out=one_minus_t2)
+            xp.subtract(1.0, one_minus_t2, out=one_minus_t2)
+            dxs *= one_minus_t2
+            dxs += ts
+            dxs += 1.0
+            dxs *= 0.5
+            dxs *= flat_grad[start:stop]
+
+        backend.parallel_rows(chunk, x.size)
         return dx.reshape(grad.shape)
 
 
@@ -415,16 +442,24 @@ class ScaledDotProductAttention(Function):
             cuda_kernels.attention_softmax_forward(scores, self.scale, is_causal)
             probs = scores
         else:
-            scores *= self.scale
+            queries, keys = scores.shape[-2:]
+            mask = None
             if is_causal:
-                queries, keys = scores.shape[-2:]
                 future = xp.triu(xp.ones((queries, keys), dtype=bool), k=1)  # key j > query i
-                scores += xp.where(future, -xp.inf, 0.0).astype(scores.dtype)  # one pass, broadcast over batch
-            # softmax over the keys, in place: scores becomes P
+                mask = xp.where(future, -xp.inf, 0.0).astype(scores.dtype)
             probs = scores
-            probs -= probs.max(axis=-1, keepdims=True)  # key 0 is always visible: the max is finite
-            xp.exp(probs, out=probs)
-            probs /= probs.sum(axis=-1, keepdims=True)
+            matrices = scores.reshape(-1, queries, keys)  # one (Tq, Tk) matrix per batch entry and head
+
+            def chunk(start, stop):  # scale, mask and softmax over the keys, in place: scores becomes P
+                p = matrices[start:stop]
+                p *= self.scale
+                if mask is not None:
+                    p += mask
+                p -= p.max(axis=-1, keepdims=True)  # key 0 is always visible: the max is finite
+                xp.exp(p, out=p)
+                p /= p.sum(axis=-1, keepdims=True)
+
+            backend.parallel_rows(chunk, matrices.shape[0], queries * keys)
         out = xp.matmul(probs, v)
         self.save_for_backward(q, k, v, probs, out)
         return out
@@ -445,9 +480,18 @@ class ScaledDotProductAttention(Function):
         if self.algorithm == "fused_softmax":
             cuda_kernels.attention_softmax_backward(grad_scores, probs, (grad * out).sum(axis=-1), self.scale)
         else:
-            grad_scores -= (grad * out).sum(axis=-1, keepdims=True)
-            grad_scores *= probs
-            grad_scores *= self.scale
+            queries, keys = grad_scores.shape[-2:]
+            row_sums = (grad * out).sum(axis=-1, keepdims=True)  # (..., Tq, 1), broadcast like grad
+            row_sums = xp.broadcast_to(row_sums, grad_scores.shape[:-1] + (1,)).reshape(-1, queries, 1)
+            dS, P = grad_scores.reshape(-1, queries, keys), probs.reshape(-1, queries, keys)
+
+            def chunk(start, stop):  # dS = P * (dP - rowsum) * s, in place in dP
+                d = dS[start:stop]
+                d -= row_sums[start:stop]
+                d *= P[start:stop]
+                d *= self.scale
+
+            backend.parallel_rows(chunk, dS.shape[0], queries * keys)
         grad_q = unbroadcast(xp.matmul(grad_scores, k), q.shape) if need_q else None
         grad_k = unbroadcast(xp.matmul(grad_scores.swapaxes(-1, -2), q), k.shape) if need_k else None
         return grad_q, grad_k, grad_v

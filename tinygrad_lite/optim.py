@@ -395,7 +395,6 @@ class _FlatMoments:
         # The CPU twin works through the buffer in cache-sized chunks (see _adam_update_flat);
         # on the GPU the whole buffer is one chunk.
         self.chunks = _chunk_plan(sizes, _CPU_CHUNK_ELEMENTS if device == "cpu" else max(total, 1))
-        self.scratch = None  # three chunk-sized work arrays, made when the array twin first runs
         self.device_offsets = None  # int64 offsets on the GPU, for cuda_kernels.adam_update
 
     def holds(self, params: list, states: list, device: str) -> bool:
@@ -493,41 +492,48 @@ def _adam_update_flat(flat: _FlatMoments, params: list, grads: list, *, use_l2: 
     the CUDA kernel ``cuda_kernels.adam_update`` does the same per element.
     """
     xp = backend.get_xp(flat.device)
-    if flat.scratch is None:
-        largest = max((end - start for start, end, _ in flat.chunks), default=0)
-        flat.scratch = [xp.empty(largest, dtype=flat.exp_avg.dtype) for _ in range(3)]
+    largest = max((end - start for start, end, _ in flat.chunks), default=0)
     step_size = lr / bias_correction1
     sqrt_bias_correction2 = math.sqrt(bias_correction2)
     flat_params = [p.reshape(-1) for p in params]  # views: the parameters are contiguous
     flat_grads = [g.reshape(-1) for g in grads]
-    for start, end, pieces in flat.chunks:
-        size = end - start
-        m, v = flat.exp_avg[start:end], flat.exp_avg_sq[start:end]
-        g, scratch, update = (buffer[:size] for buffer in flat.scratch)
-        xp.concatenate([flat_grads[i][lo:hi] for i, lo, hi in pieces], out=g)
-        if use_l2:  # Adam: g = g + wd * p
-            xp.concatenate([flat_params[i][lo:hi] for i, lo, hi in pieces], out=scratch)
-            scratch *= weight_decay
-            g += scratch
-        m *= beta1  # m = beta1 m + (1 - beta1) g
-        xp.multiply(g, 1.0 - beta1, out=scratch)
-        m += scratch
-        v *= beta2  # v = beta2 v + (1 - beta2) g^2
-        xp.multiply(g, 1.0 - beta2, out=scratch)
-        scratch *= g
-        v += scratch
-        xp.sqrt(v, out=scratch)  # denominator = sqrt(v) / sqrt(bc2) + eps
-        scratch /= sqrt_bias_correction2
-        scratch += eps
-        xp.multiply(m, step_size, out=update)  # update = (lr / bc1) m / denominator
-        update /= scratch
-        offset = 0
-        for i, lo, hi in pieces:
-            piece = flat_params[i][lo:hi]
-            if decay != 1.0:  # AdamW: p = p (1 - lr wd)
-                piece *= decay
-            piece -= update[offset:offset + hi - lo]
-            offset += hi - lo
+
+    def update_chunks(first: int, last: int) -> None:
+        """Chunks first..last-1; each call has its own scratch, so calls can run in parallel threads."""
+        g_buffer, scratch_buffer, update_buffer = (xp.empty(largest, dtype=flat.exp_avg.dtype) for _ in range(3))
+        for start, end, pieces in flat.chunks[first:last]:
+            size = end - start
+            m, v = flat.exp_avg[start:end], flat.exp_avg_sq[start:end]
+            g, scratch, update = g_buffer[:size], scratch_buffer[:size], update_buffer[:size]
+            xp.concatenate([flat_grads[i][lo:hi] for i, lo, hi in pieces], out=g)
+            if use_l2:  # Adam: g = g + wd * p
+                xp.concatenate([flat_params[i][lo:hi] for i, lo, hi in pieces], out=scratch)
+                scratch *= weight_decay
+                g += scratch
+            m *= beta1  # m = beta1 m + (1 - beta1) g
+            xp.multiply(g, 1.0 - beta1, out=scratch)
+            m += scratch
+            v *= beta2  # v = beta2 v + (1 - beta2) g^2
+            xp.multiply(g, 1.0 - beta2, out=scratch)
+            scratch *= g
+            v += scratch
+            xp.sqrt(v, out=scratch)  # denominator = sqrt(v) / sqrt(bc2) + eps
+            scratch /= sqrt_bias_correction2
+            scratch += eps
+            xp.multiply(m, step_size, out=update)  # update = (lr / bc1) m / denominator
+            update /= scratch
+            offset = 0
+            for i, lo, hi in pieces:
+                piece = flat_params[i][lo:hi]
+                if decay != 1.0:  # AdamW: p = p (1 - lr wd)
+                    piece *= decay
+                piece -= update[offset:offset + hi - lo]
+                offset += hi - lo
+
+    if flat.device == "cpu":  # chunks touch disjoint memory: spread them over the CPU cores
+        backend.parallel_rows(update_chunks, len(flat.chunks), largest)
+    else:
+        update_chunks(0, len(flat.chunks))
 
 
 # ------------------------------------------------------- gradient clipping

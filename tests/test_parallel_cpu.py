@@ -1,0 +1,91 @@
+"""The fused CPU ops split large elementwise work across threads (backend.parallel_rows).
+
+Threads must not change the result: run each op with the threshold forced
+down (so even small inputs are split, into an uneven 3 chunks) and compare
+with a single-threaded run.
+"""
+import numpy as np
+import pytest
+
+import tinygrad_lite as tl
+from tinygrad_lite import backend, optim
+from tinygrad_lite import functional as F
+
+
+def _run(op, arrays):
+    tensors = [tl.Tensor(a.copy(), requires_grad=True) for a in arrays]
+    out = op(*tensors)
+    out.backward(np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype))
+    return [out.numpy()] + [t.grad.numpy() for t in tensors]
+
+
+OPS = {
+    "gelu": (lambda x: F.gelu(x), [(7, 5)]),
+    "layer_norm": (lambda x, w, b: F.layer_norm(x, w, b), [(11, 6), (6,), (6,)]),
+    "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                  [(2, 3, 5, 4), (2, 3, 5, 4), (2, 3, 5, 4)]),
+}
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_threaded_equals_single_threaded(name, monkeypatch):
+    op, shapes = OPS[name]
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "1")
+    single = _run(op, arrays)
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "3")
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    threaded = _run(op, arrays)
+    for a, b in zip(single, threaded):
+        # BLAS may block a matrix-vector product over fewer rows differently (last-bit rounding,
+        # which layer norm's cancellation magnifies); a chunking bug would be off by O(1)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_threaded_adamw_equals_single_threaded(monkeypatch):
+    def trajectory():
+        rng = np.random.default_rng(0)
+        params = [tl.Tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True)
+                  for s in [(300, 200), (200,), (50, 7)]]
+        opt = optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+        for _ in range(3):
+            for p in params:
+                p.grad = tl.Tensor(rng.standard_normal(p.shape).astype(np.float32))
+            opt.step()
+        return [p.numpy() for p in params]
+
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "1")
+    single = trajectory()
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "3")
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    for a, b in zip(single, trajectory()):
+        np.testing.assert_array_equal(a, b)  # elementwise only: identical to the bit
+
+
+def test_parallel_rows_covers_every_row_once_and_reraises(monkeypatch):
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "4")
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    hits = np.zeros(10, dtype=int)
+
+    def body(start, stop):
+        hits[start:stop] += 1
+
+    backend.parallel_rows(body, 10)
+    assert hits.tolist() == [1] * 10
+
+    def failing(start, stop):
+        if start > 0:
+            raise ValueError("boom in a worker")
+
+    with pytest.raises(ValueError, match="boom in a worker"):
+        backend.parallel_rows(failing, 10)
+
+
+def test_allocator_tuning_is_applied_on_glibc_and_can_be_turned_off(monkeypatch):
+    import platform
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert backend._allocator_tuned, "import tinygrad_lite should have raised glibc's mmap/trim thresholds"
+    monkeypatch.setattr(backend, "_allocator_tuned", False)
+    monkeypatch.setenv("TINYGRAD_LITE_MALLOC_TUNING", "0")
+    assert backend.tune_cpu_allocator() is False
