@@ -281,7 +281,7 @@ def test_softmax_kernels_equal_their_twin(row_lib, rows, cols, log):
     x, g = f32(rows, cols, seed=1, scale=3.0), f32(rows, cols, seed=2)
     x[0, 0] = 40.0  # a large logit: the online max must handle it
     y, dx = np.empty_like(x), np.empty_like(x)
-    threads = ck._threads_for_row(cols)
+    threads = ck.launch._threads_for_row(cols)
     launch(row_lib, "run_softmax_forward", (rows,), (threads,), x, y, np.int32(cols), np.int32(log))
     launch(row_lib, "run_softmax_backward", (rows,), (threads,), y, g, dx, np.int32(cols), np.int32(log))
     expected, (grad,) = twin(fused.LogSoftmax if log else fused.Softmax, x, upstream=g, axis=-1)
@@ -303,7 +303,7 @@ def test_cross_entropy_kernels_equal_their_twin(row_lib, elementwise_lib, rows, 
     targets = np.random.default_rng(4).integers(0, cols, rows).astype(np.int64)
     targets[1] = -100  # ignored
     losses, lse = np.empty(rows, np.float32), np.empty(rows, np.float32)
-    launch(row_lib, "run_cross_entropy_forward", (rows,), (ck._threads_for_row(cols),), logits, targets, losses, lse,
+    launch(row_lib, "run_cross_entropy_forward", (rows,), (ck.launch._threads_for_row(cols),), logits, targets, losses, lse,
            np.int32(cols), np.int64(-100))
     expected = tl.functional.cross_entropy(tl.Tensor(logits), targets, reduction="none").numpy()
     close(losses, expected)
@@ -328,7 +328,7 @@ def test_layer_norm_kernels_equal_their_twin(row_lib, rows, cols, affine):
     weight = f32(cols, seed=8) if affine[0] else None
     bias = f32(cols, seed=9) if affine[1] else None
     y, mean, rstd = np.empty_like(x), np.empty(rows, np.float32), np.empty(rows, np.float32)
-    threads = ck._threads_for_row(cols)
+    threads = ck.launch._threads_for_row(cols)
     dummy = x
     launch(row_lib, "run_layer_norm_forward", (rows,), (threads,), x, weight if weight is not None else dummy,
            bias if bias is not None else dummy, y, mean, rstd, np.int32(cols), np.float32(1e-5),
@@ -336,7 +336,7 @@ def test_layer_norm_kernels_equal_their_twin(row_lib, rows, cols, affine):
     dx = np.empty_like(x)
     launch(row_lib, "run_layer_norm_backward_input", (rows,), (threads,), x, g, mean, rstd,
            weight if weight is not None else dummy, dx, np.int32(cols), np.int32(weight is not None))
-    per_chunk = ck._layer_norm_rows_per_chunk(rows)
+    per_chunk = ck.rows._layer_norm_rows_per_chunk(rows)
     chunks = -(-rows // per_chunk)
     partial_dw, partial_db = np.empty((chunks, cols), np.float32), np.empty((chunks, cols), np.float32)
     launch(row_lib, "run_layer_norm_backward_params", (-(-cols // 32), chunks), (32, 8), x, g, mean, rstd,
@@ -371,7 +371,7 @@ def test_attention_softmax_kernels_equal_their_twin(row_lib, elementwise_lib, ba
     g = f32(batch, tq, d, seed=15)
     scale = 1.0 / np.sqrt(d)
     probs = np.ascontiguousarray(q @ k.swapaxes(-1, -2))
-    launch(row_lib, "run_attention_softmax_forward", (batch * tq,), (ck._threads_for_row(tk),), probs,
+    launch(row_lib, "run_attention_softmax_forward", (batch * tq,), (ck.launch._threads_for_row(tk),), probs,
            np.int32(tq), np.int32(tk), np.float32(scale), np.int32(causal))
     out = probs @ v
     grad_scores = np.ascontiguousarray(g @ v.swapaxes(-1, -2))
@@ -419,14 +419,14 @@ def test_gradient_clipping_kernels_equal_their_twin(row_lib, sizes):
     offsets = np.zeros(len(arrays) + 1, np.int64)
     np.cumsum([a.size for a in arrays], out=offsets[1:])
     pointers = np.array([a.ctypes.data for a in arrays], np.uint64)
-    blocks = ck._multi_grid(int(offsets[-1]))
+    blocks = ck.elementwise._multi_grid(int(offsets[-1]))
     partial = np.zeros(blocks, np.float64)
-    launch(row_lib, "run_multi_sum_of_squares", (blocks,), (ck._MULTI_THREADS,), pointers, offsets,
+    launch(row_lib, "run_multi_sum_of_squares", (blocks,), (ck.elementwise._MULTI_THREADS,), pointers, offsets,
            np.int32(len(arrays)), partial)
     expected = sum(float((a.astype(np.float64) ** 2).sum()) for a in arrays)
     np.testing.assert_allclose(partial.sum(), expected, rtol=1e-12)
     scaled = [a * np.float32(0.37) for a in arrays]
-    launch(row_lib, "run_multi_scale", (blocks,), (ck._MULTI_THREADS,), pointers, offsets, np.int32(len(arrays)),
+    launch(row_lib, "run_multi_scale", (blocks,), (ck.elementwise._MULTI_THREADS,), pointers, offsets, np.int32(len(arrays)),
            np.float32(0.37))
     for a, b in zip(arrays, scaled):
         np.testing.assert_array_equal(a, b)

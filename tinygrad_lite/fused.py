@@ -183,7 +183,6 @@ class CrossEntropy(Function):
         if self.on_gpu:
             return self._backward_gpu(grad)
         probs, rows, safe_targets, keep = self.saved_tensors
-        xp = xp_of(probs)
         row_weight = keep.astype(probs.dtype)  # w_n before the upstream gradient
         if self.reduction == "mean":
             row_weight *= grad / max(self.count, 1)
