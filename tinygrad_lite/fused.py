@@ -16,6 +16,11 @@ with ``retain_graph=True`` may be walked twice) nor into the incoming ``grad``.
 The reference versions in ``functional.py`` are the specification; the tests
 check that both agree.
 
+On the CPU, the big elementwise passes of GELU, layer norm and the attention
+softmax are split into row chunks that run on all cores at once
+(``backend.parallel_rows``: NumPy releases the GIL inside its loops). Rows
+are independent, so the chunks compute exactly what one pass would.
+
 On the GPU each hot spot runs a fused CUDA kernel from ``cuda_kernels``
 instead (one ``if backend.is_cuda(x) and cuda_kernels.supports(...)`` per
 op): the array code below is then the kernel's *NumPy twin*, which the CPU
