@@ -120,8 +120,7 @@ def step_ours(model, optimizer, x, y, device: str) -> float:
     optim.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad()
-    value = loss.item()  # .item() also synchronises the GPU
-    return value
+    return loss.item()  # .item() also synchronises the GPU
 
 
 def step_torch(model, optimizer, x, y, device: str) -> float:

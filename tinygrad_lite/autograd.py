@@ -252,8 +252,6 @@ def backward_pass(root: "Tensor", gradient, retain_graph: bool = False) -> None:
     Leaves that require grad accumulate into ``.grad``; so do non-leaves that
     called ``retain_grad()``. Unless ``retain_graph``, the graph is freed.
     """
-    from .tensor import Tensor  # noqa: PLC0415
-
     if root._graph_freed:
         raise RuntimeError("Trying to backward through the graph a second time: its saved values were freed "
                            "by the first backward; pass retain_graph=True to the first backward call")
@@ -294,4 +292,3 @@ def backward_pass(root: "Tensor", gradient, retain_graph: bool = False) -> None:
         if not retain_graph:
             tensor._ctx = None
             tensor._graph_freed = True
-    assert isinstance(root, Tensor)

@@ -4,33 +4,23 @@ from __future__ import annotations
 import numpy
 
 from . import backend
-from .tensor import Tensor
-
-
-def _shape(shape) -> tuple:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    return tuple(int(n) for n in shape)
-
-
-def _make(array, requires_grad: bool) -> Tensor:
-    return Tensor(array, requires_grad=requires_grad)
+from .tensor import Tensor, _shape_arg as _shape
 
 
 def zeros(*shape, dtype=numpy.float32, device: str = "cpu", requires_grad: bool = False) -> Tensor:
     xp = backend.get_xp(backend.check_device(device))
-    return _make(xp.zeros(_shape(shape), dtype=dtype), requires_grad)
+    return Tensor(xp.zeros(_shape(shape), dtype=dtype), requires_grad=requires_grad)
 
 
 def ones(*shape, dtype=numpy.float32, device: str = "cpu", requires_grad: bool = False) -> Tensor:
     xp = backend.get_xp(backend.check_device(device))
-    return _make(xp.ones(_shape(shape), dtype=dtype), requires_grad)
+    return Tensor(xp.ones(_shape(shape), dtype=dtype), requires_grad=requires_grad)
 
 
 def full(shape, fill_value, dtype=numpy.float32, device: str = "cpu", requires_grad: bool = False) -> Tensor:
     xp = backend.get_xp(backend.check_device(device))
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return _make(xp.full(shape, fill_value, dtype=dtype), requires_grad)
+    return Tensor(xp.full(shape, fill_value, dtype=dtype), requires_grad=requires_grad)
 
 
 def arange(start, stop=None, step=1, dtype=None, device: str = "cpu", requires_grad: bool = False) -> Tensor:
@@ -41,21 +31,21 @@ def arange(start, stop=None, step=1, dtype=None, device: str = "cpu", requires_g
         all_ints = all(isinstance(v, (int, numpy.integer)) for v in (start, stop, step))
         dtype = numpy.int64 if all_ints else numpy.float32
     xp = backend.get_xp(backend.check_device(device))
-    return _make(xp.arange(start, stop, step, dtype=dtype), requires_grad)
+    return Tensor(xp.arange(start, stop, step, dtype=dtype), requires_grad=requires_grad)
 
 
 def randn(*shape, dtype=numpy.float32, device: str = "cpu", requires_grad: bool = False) -> Tensor:
     """Standard normal samples from the device's generator (seed with ``tl.manual_seed``)."""
     device = backend.check_device(device)
     rng = backend.generator(device)
-    return _make(rng.standard_normal(_shape(shape), dtype=dtype), requires_grad)
+    return Tensor(rng.standard_normal(_shape(shape), dtype=dtype), requires_grad=requires_grad)
 
 
 def rand(*shape, dtype=numpy.float32, device: str = "cpu", requires_grad: bool = False) -> Tensor:
     """Uniform samples in [0, 1) from the device's generator."""
     device = backend.check_device(device)
     rng = backend.generator(device)
-    return _make(rng.random(_shape(shape), dtype=dtype), requires_grad)
+    return Tensor(rng.random(_shape(shape), dtype=dtype), requires_grad=requires_grad)
 
 
 def zeros_like(t: Tensor, requires_grad: bool = False) -> Tensor:
