@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -357,6 +359,26 @@ def test_attention_gradcheck(is_causal):
     arrays = random_arrays(0, (2, 3, 2), (1, 4, 2), (1, 4, 3))
     tensors = [tl.Tensor(a, dtype=np.float64, requires_grad=True) for a in arrays]
     assert tl.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), tensors)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["overflow", "underflow"])
+def test_attention_with_huge_scores_falls_back_to_the_row_max(sign, dtype, monkeypatch):
+    """The array path first tries exp(S) unshifted; scores in the thousands must take the textbook path."""
+    fallbacks = []
+    textbook = fused._softmax_shifted_by_max
+    monkeypatch.setattr(fused, "_softmax_shifted_by_max", lambda *a: fallbacks.append(1) or textbook(*a))
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((2, 3, 6, 4)) * 30.0
+    case = [q, sign * q, rng.standard_normal((2, 3, 6, 5))]  # diagonal scores of about +-1800, exp(1800) = inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the expected overflow must not leak a RuntimeWarning
+        for is_causal in (False, True):
+            assert_fused_matches_torch(
+                lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=is_causal),
+                lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=is_causal), case, dtype,
+                atol32=1e-4)  # float32 gradients: terms of size ~30 cancel in dS
+    assert len(fallbacks) == 2
 
 
 def test_attention_causal_mask_is_top_left_aligned():

@@ -17,6 +17,7 @@ NumPy and CuPy share that API, so one implementation of each op runs on both
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy
@@ -322,6 +323,13 @@ def tune_cpu_allocator() -> bool:
     return _allocator_tuned
 
 
+def overflow_allowed(xp):
+    """A context in which exp overflowing to inf is expected (NumPy warns about it; CuPy never does)."""
+    if xp is numpy:
+        return numpy.errstate(over="ignore", under="ignore")
+    return contextlib.nullcontext()
+
+
 # ------------------------------------------------------- CPU threads
 # NumPy runs each elementwise op (exp, tanh, +, *) on one core, while BLAS
 # matmuls use them all. NumPy releases the GIL inside those loops on large
@@ -344,14 +352,15 @@ def cpu_threads() -> int:
         return max(1, min(os.cpu_count() or 1, 8))
 
 
-def parallel_rows(body, n_rows: int, elements_per_row: int = 1) -> None:
+def parallel_rows(body, n_rows: int, elements_per_row: int = 1, xp=numpy) -> None:
     """Call ``body(start, stop)`` on contiguous chunks covering rows [0, n_rows), in parallel.
 
     ``body`` must only write rows start..stop of its outputs (so chunks never
-    touch the same memory). Small jobs run in the calling thread, in one call.
+    touch the same memory). Small jobs, and GPU arrays (``xp`` is CuPy: the
+    GPU is parallel already), run in the calling thread, in one call.
     """
     threads = min(cpu_threads(), n_rows)
-    if threads <= 1 or n_rows * elements_per_row < PARALLEL_MIN_ELEMENTS:
+    if threads <= 1 or xp is not numpy or n_rows * elements_per_row < PARALLEL_MIN_ELEMENTS:
         body(0, n_rows)
         return
     global _thread_pool

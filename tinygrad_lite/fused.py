@@ -285,7 +285,7 @@ class LayerNorm(Function):
             if bias is not None:
                 out_c += bias
 
-        backend.parallel_rows(chunk, rows.shape[0], size)
+        backend.parallel_rows(chunk, rows.shape[0], size, xp=xp)
         self.save_for_backward(xhat, rstd, weight)
         return out.reshape(x.shape)
 
@@ -304,7 +304,7 @@ class LayerNorm(Function):
         grad_rows = grad.reshape(xhat.shape)
         g_xhat = xp.empty_like(xhat)
         backend.parallel_rows(lambda a, b: xp.multiply(grad_rows[a:b], xhat[a:b], out=g_xhat[a:b]),
-                              xhat.shape[0], xhat.shape[1])
+                              xhat.shape[0], xhat.shape[1], xp=xp)
         # inputs are (x, [weight], [bias]): the weight, when there is one, is second, the bias last.
         # Column sums as (1, ..., 1) @ matrix: one BLAS call, faster than NumPy's sum over axis 0.
         ones = xp.ones(xhat.shape[0], dtype=xhat.dtype)
@@ -314,7 +314,7 @@ class LayerNorm(Function):
         if self.needs_input_grad[0]:
             backend.parallel_rows(  # rows are independent: each chunk overwrites its g_xhat rows with dx
                 lambda a, b: self._grad_x(xp, grad_rows[a:b], g_xhat[a:b], xhat[a:b], rstd[a:b], weight),
-                xhat.shape[0], xhat.shape[1])
+                xhat.shape[0], xhat.shape[1], xp=xp)
             grad_x = g_xhat.reshape(grad.shape)
         return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
 
@@ -381,7 +381,7 @@ class Gelu(Function):
             outs *= xs
             outs *= 0.5
 
-        backend.parallel_rows(chunk, flat.size)
+        backend.parallel_rows(chunk, flat.size, xp=xp)
         self.save_for_backward(flat, t)
         return out.reshape(x.shape)
 
@@ -409,7 +409,7 @@ class Gelu(Function):
             dxs *= 0.5
             dxs *= flat_grad[start:stop]
 
-        backend.parallel_rows(chunk, x.size)
+        backend.parallel_rows(chunk, x.size, xp=xp)
         return dx.reshape(grad.shape)
 
 
@@ -433,45 +433,61 @@ class ScaledDotProductAttention(Function):
     rowsum(dP * P)_i = sum_j (G_i . V_j) P_ij = G_i . out_i, so it is computed
     from G and the output (Tq x Dv) instead of from the bigger Tq x Tk dP.
     Forward saves Q, K, V, P and the output.
+
+    The array path (the CPU's, and the GPU's fallback) hands each core a slice
+    of the leading batch axis (``backend.parallel_rows``); a slice runs its
+    small matrix products and its softmax on its own. Two details keep NumPy
+    on its fast paths:
+
+    * s is applied while copying K^T (in backward, V^T) into a contiguous
+      array: the scores arrive scaled (and dP arrives as s dP, so dS comes out
+      as s dS), and every product is a BLAS call without a transposed right
+      operand, which OpenBLAS runs at half speed on these small matrices;
+    * softmax(S) = softmax(S - c) for any c; the textbook c is each row's
+      maximum, so that exp cannot overflow. Scaled attention scores are
+      small, so the array path tries c = 0 first: no max (a slow reduction
+      over short rows in NumPy) and no subtraction. If a row's sum of exp
+      overflowed, or is so small that float precision suffers, the slice
+      is recomputed the textbook way.
     """
 
     def forward(self, q, k, v, is_causal=False):
         _require_float("scaled_dot_product_attention", q, k, v)
         xp = xp_of(q)
-        self.scale = 1.0 / math.sqrt(q.shape[-1])
+        self.scale, self.is_causal = 1.0 / math.sqrt(q.shape[-1]), is_causal
         # on the GPU: "flash" (tiled kernels, no Tq x Tk matrix) or "fused_softmax" (cuBLAS + one kernel)
         self.algorithm = cuda_kernels.attention_algorithm(q, k, v) if backend.is_cuda(q) else None
         if self.algorithm == "flash":
-            self.is_causal = is_causal
             out, log_sum_exp = cuda_kernels.flash_attention_forward(q, k, v, self.scale, is_causal)
             self.save_for_backward(q, k, v, out, log_sum_exp)
             return out
-        scores = xp.matmul(q, k.swapaxes(-1, -2))
-        if self.algorithm == "fused_softmax":  # scale, mask and softmax in one pass, in place
-            cuda_kernels.attention_softmax_forward(scores, self.scale, is_causal)
-            probs = scores
-        else:
-            queries, keys = scores.shape[-2:]
-            mask = None
-            if is_causal:
-                future = xp.triu(xp.ones((queries, keys), dtype=bool), k=1)  # key j > query i
-                mask = xp.where(future, -xp.inf, 0.0).astype(scores.dtype)
-            probs = scores
-            matrices = scores.reshape(-1, queries, keys)  # one (Tq, Tk) matrix per batch entry and head
+        if self.algorithm == "fused_softmax":  # scale, mask and softmax in one kernel, in place
+            probs = xp.matmul(q, k.swapaxes(-1, -2))
+            cuda_kernels.attention_softmax_forward(probs, self.scale, is_causal)
+            out = xp.matmul(probs, v)
+            self.save_for_backward(q, k, v, probs, out)
+            return out
 
-            def chunk(start, stop):  # scale, mask and softmax over the keys, in place: scores becomes P
-                p = matrices[start:stop]
-                p *= self.scale
-                if mask is not None:
-                    p += mask
-                p -= p.max(axis=-1, keepdims=True)  # key 0 is always visible: the max is finite
-                xp.exp(p, out=p)
-                p /= p.sum(axis=-1, keepdims=True)
+        self.input_shapes = (q.shape, k.shape, v.shape)
+        batch = tuple(xp.broadcast_shapes(q.shape[:-2], k.shape[:-2]))
+        q, k, v = (xp.broadcast_to(a, (batch or (1,)) + a.shape[-2:]) for a in (q, k, v))  # views, one batch shape
+        queries, keys = q.shape[-2], k.shape[-2]
+        probs = xp.empty(q.shape[:-1] + (keys,), dtype=q.dtype)
+        out = xp.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)
+        mask = _causal_mask(xp, queries, keys, q.dtype) if is_causal else None
 
-            backend.parallel_rows(chunk, matrices.shape[0], queries * keys)
-        out = xp.matmul(probs, v)
+        def chunk(start, stop):  # batch entries start..stop: S, P = softmax(S), P V
+            scaled_keys_t = _scaled_transpose(xp, k[start:stop], self.scale)  # s K^T
+            p = probs[start:stop]
+            xp.matmul(q[start:stop], scaled_keys_t, out=p)
+            if not _softmax_unshifted(xp, p, mask):
+                xp.matmul(q[start:stop], scaled_keys_t, out=p)
+                _softmax_shifted_by_max(xp, p, mask)
+            xp.matmul(p, v[start:stop], out=out[start:stop])
+
+        backend.parallel_rows(chunk, q.shape[0], math.prod(q.shape[1:-2]) * queries * keys, xp=xp)
         self.save_for_backward(q, k, v, probs, out)
-        return out
+        return out if batch else out[0]
 
     def backward(self, grad):
         need_q, need_k, need_v = self.needs_input_grad
@@ -481,29 +497,82 @@ class ScaledDotProductAttention(Function):
             return tuple(g if need else None for g, need in zip(grads, (need_q, need_k, need_v)))
         q, k, v, probs, out = self.saved_tensors
         xp = xp_of(q)
-        grad_v = unbroadcast(xp.matmul(probs.swapaxes(-1, -2), grad), v.shape) if need_v else None
-        if not (need_q or need_k):
-            return None, None, grad_v
-
-        grad_scores = xp.matmul(grad, v.swapaxes(-1, -2))  # dP, turned into dS * s in place
         if self.algorithm == "fused_softmax":
+            grad_v = unbroadcast(xp.matmul(probs.swapaxes(-1, -2), grad), v.shape) if need_v else None
+            if not (need_q or need_k):
+                return None, None, grad_v
+            grad_scores = xp.matmul(grad, v.swapaxes(-1, -2))  # dP, turned into dS * s in place
             cuda_kernels.attention_softmax_backward(grad_scores, probs, (grad * out).sum(axis=-1), self.scale)
-        else:
-            queries, keys = grad_scores.shape[-2:]
-            row_sums = (grad * out).sum(axis=-1, keepdims=True)  # (..., Tq, 1), broadcast like grad
-            row_sums = xp.broadcast_to(row_sums, grad_scores.shape[:-1] + (1,)).reshape(-1, queries, 1)
-            dS, P = grad_scores.reshape(-1, queries, keys), probs.reshape(-1, queries, keys)
+            grad_q = unbroadcast(xp.matmul(grad_scores, k), q.shape) if need_q else None
+            grad_k = unbroadcast(xp.matmul(grad_scores.swapaxes(-1, -2), q), k.shape) if need_k else None
+            return grad_q, grad_k, grad_v
 
-            def chunk(start, stop):  # dS = P * (dP - rowsum) * s, in place in dP
-                d = dS[start:stop]
-                d -= row_sums[start:stop]
-                d *= P[start:stop]
-                d *= self.scale
+        grad = xp.broadcast_to(grad.reshape(out.shape), out.shape)
+        grad_q = xp.empty(q.shape, dtype=q.dtype) if need_q else None
+        grad_k = xp.empty(k.shape, dtype=k.dtype) if need_k else None
+        grad_v = xp.empty(v.shape, dtype=v.dtype) if need_v else None
+        ones = xp.ones(out.shape[-1], dtype=out.dtype)
 
-            backend.parallel_rows(chunk, dS.shape[0], queries * keys)
-        grad_q = unbroadcast(xp.matmul(grad_scores, k), q.shape) if need_q else None
-        grad_k = unbroadcast(xp.matmul(grad_scores.swapaxes(-1, -2), q), k.shape) if need_k else None
-        return grad_q, grad_k, grad_v
+        def chunk(start, stop):
+            p, g = probs[start:stop], grad[start:stop]
+            if need_v:
+                xp.matmul(p.swapaxes(-1, -2), g, out=grad_v[start:stop])  # dV = P^T G
+            if not (need_q or need_k):
+                return
+            d_scores = xp.matmul(g, _scaled_transpose(xp, v[start:stop], self.scale))  # s dP = G (s V^T)
+            row_sums = (g * out[start:stop]).reshape(-1, out.shape[-1]) @ ones  # rowsum_i = G_i . out_i
+            row_sums *= self.scale
+            d_scores -= row_sums.reshape(d_scores.shape[:-1] + (1,))
+            d_scores *= p  # s dS = P * (s dP - s rowsum)
+            if need_q:
+                xp.matmul(d_scores, k[start:stop], out=grad_q[start:stop])  # dQ = (s dS) K
+            if need_k:
+                xp.matmul(d_scores.swapaxes(-1, -2), q[start:stop], out=grad_k[start:stop])  # dK = (s dS)^T Q
+
+        backend.parallel_rows(chunk, q.shape[0], math.prod(q.shape[1:-2]) * q.shape[-2] * k.shape[-2], xp=xp)
+        return tuple(None if g is None else unbroadcast(g, shape)
+                     for g, shape in zip((grad_q, grad_k, grad_v), self.input_shapes))
+
+
+def _scaled_transpose(xp, a, scale):
+    """scale * a^T over the last two axes, as a new C-contiguous array."""
+    out = xp.empty(a.shape[:-2] + (a.shape[-1], a.shape[-2]), dtype=a.dtype)
+    xp.multiply(a.swapaxes(-1, -2), scale, out=out)
+    return out
+
+
+def _causal_mask(xp, queries, keys, dtype):
+    """(Tq, Tk) additive mask: 0 where key j <= query i, -inf after it."""
+    return xp.where(xp.triu(xp.ones((queries, keys), dtype=bool), k=1), -xp.inf, 0.0).astype(dtype)
+
+
+def _softmax_unshifted(xp, scores, mask) -> bool:
+    """Softmax over the last axis of ``scores`` in place, with no shift: P = exp(S) / sum(exp(S)).
+
+    Returns False, leaving ``scores`` garbage, if a row sum left the range where
+    that is accurate (above the largest float, or below the square root of
+    the smallest normal one, where exp's small terms lose precision).
+    """
+    rows = scores.reshape(-1, scores.shape[-1])
+    if mask is not None:
+        scores += mask
+    with backend.overflow_allowed(xp):  # an overflow is caught below and handled
+        xp.exp(rows, out=rows)
+    sums = rows @ xp.ones(rows.shape[1], dtype=rows.dtype)  # a BLAS matrix-vector product
+    limits = xp.finfo(rows.dtype)
+    if not bool(((sums >= limits.tiny ** 0.5) & (sums <= limits.max)).all()):
+        return False
+    rows *= xp.reciprocal(sums, out=sums)[:, None]
+    return True
+
+
+def _softmax_shifted_by_max(xp, scores, mask) -> None:
+    """Softmax over the last axis of ``scores`` in place, the textbook way (shift by the row max)."""
+    if mask is not None:
+        scores += mask
+    scores -= scores.max(axis=-1, keepdims=True)
+    xp.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
 
 
 # ------------------------------------------------- flash attention, tiled twin
