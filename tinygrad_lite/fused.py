@@ -471,21 +471,24 @@ class ScaledDotProductAttention(Function):
         self.input_shapes = (q.shape, k.shape, v.shape)
         batch = tuple(xp.broadcast_shapes(q.shape[:-2], k.shape[:-2]))
         q, k, v = (xp.broadcast_to(a, (batch or (1,)) + a.shape[-2:]) for a in (q, k, v))  # views, one batch shape
-        queries, keys = q.shape[-2], k.shape[-2]
+        keys = k.shape[-2]
         probs = xp.empty(q.shape[:-1] + (keys,), dtype=q.dtype)
         out = xp.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)
-        mask = _causal_mask(xp, queries, keys, q.dtype) if is_causal else None
+        mask = _causal_mask(xp, q.shape[-2], keys, q.dtype) if is_causal else None
+        scaled_keys_t = _scaled_transpose(xp, k, self.scale)  # s K^T
 
-        def chunk(start, stop):  # batch entries start..stop: S, P = softmax(S), P V
-            scaled_keys_t = _scaled_transpose(xp, k[start:stop], self.scale)  # s K^T
-            p = probs[start:stop]
-            xp.matmul(q[start:stop], scaled_keys_t, out=p)
-            if not _softmax_unshifted(xp, p, mask):
-                xp.matmul(q[start:stop], scaled_keys_t, out=p)
-                _softmax_shifted_by_max(xp, p, mask)
-            xp.matmul(p, v[start:stop], out=out[start:stop])
+        def scores(start, stop):  # S = Q (s K^T)
+            xp.matmul(q[start:stop], scaled_keys_t[start:stop], out=probs[start:stop])
 
-        backend.parallel_rows(chunk, q.shape[0], math.prod(q.shape[1:-2]) * queries * keys, xp=xp)
+        def softmax(start, stop):  # P = softmax(S), in place
+            if not _softmax_unshifted(xp, probs[start:stop], mask):
+                scores(start, stop)
+                _softmax_shifted_by_max(xp, probs[start:stop], mask)
+
+        def weighted_values(start, stop):  # out = P V
+            xp.matmul(probs[start:stop], v[start:stop], out=out[start:stop])
+
+        _run_in_stages(xp, q, k, v, scores, softmax, weighted_values)
         self.save_for_backward(q, k, v, probs, out)
         return out if batch else out[0]
 
@@ -511,27 +514,60 @@ class ScaledDotProductAttention(Function):
         grad_q = xp.empty(q.shape, dtype=q.dtype) if need_q else None
         grad_k = xp.empty(k.shape, dtype=k.dtype) if need_k else None
         grad_v = xp.empty(v.shape, dtype=v.dtype) if need_v else None
+        d_scores = xp.empty(probs.shape, dtype=probs.dtype) if need_q or need_k else None
+        scaled_values_t = _scaled_transpose(xp, v, self.scale) if need_q or need_k else None
         ones = xp.ones(out.shape[-1], dtype=out.dtype)
 
-        def chunk(start, stop):
-            p, g = probs[start:stop], grad[start:stop]
-            if need_v:
-                xp.matmul(p.swapaxes(-1, -2), g, out=grad_v[start:stop])  # dV = P^T G
-            if not (need_q or need_k):
-                return
-            d_scores = xp.matmul(g, _scaled_transpose(xp, v[start:stop], self.scale))  # s dP = G (s V^T)
-            row_sums = (g * out[start:stop]).reshape(-1, out.shape[-1]) @ ones  # rowsum_i = G_i . out_i
-            row_sums *= self.scale
-            d_scores -= row_sums.reshape(d_scores.shape[:-1] + (1,))
-            d_scores *= p  # s dS = P * (s dP - s rowsum)
-            if need_q:
-                xp.matmul(d_scores, k[start:stop], out=grad_q[start:stop])  # dQ = (s dS) K
-            if need_k:
-                xp.matmul(d_scores.swapaxes(-1, -2), q[start:stop], out=grad_k[start:stop])  # dK = (s dS)^T Q
+        def first_products(start, stop):
+            if need_v:  # dV = P^T G
+                xp.matmul(probs[start:stop].swapaxes(-1, -2), grad[start:stop], out=grad_v[start:stop])
+            if need_q or need_k:  # s dP = G (s V^T)
+                xp.matmul(grad[start:stop], scaled_values_t[start:stop], out=d_scores[start:stop])
 
-        backend.parallel_rows(chunk, q.shape[0], math.prod(q.shape[1:-2]) * q.shape[-2] * k.shape[-2], xp=xp)
+        def softmax_backward(start, stop):  # s dS = P * (s dP - s rowsum),  rowsum_i = G_i . out_i
+            if need_q or need_k:
+                g, o, d = grad[start:stop], out[start:stop], d_scores[start:stop]
+                row_sums = (g * o).reshape(-1, o.shape[-1]) @ ones  # a BLAS matrix-vector product
+                row_sums *= self.scale
+                d -= row_sums.reshape(d.shape[:-1] + (1,))
+                d *= probs[start:stop]
+
+        def second_products(start, stop):
+            if need_q:  # dQ = (s dS) K
+                xp.matmul(d_scores[start:stop], k[start:stop], out=grad_q[start:stop])
+            if need_k:  # dK = (s dS)^T Q
+                xp.matmul(d_scores[start:stop].swapaxes(-1, -2), q[start:stop], out=grad_k[start:stop])
+
+        _run_in_stages(xp, q, k, v, first_products, softmax_backward, second_products)
         return tuple(None if g is None else unbroadcast(g, shape)
                      for g, shape in zip((grad_q, grad_k, grad_v), self.input_shapes))
+
+
+# OpenBLAS runs a product with m * n * k below 2^18 on one core, however many it may use.
+_ONE_CORE_PRODUCT = 1 << 18
+
+
+def _run_in_stages(xp, q, k, v, products_before, elementwise, products_after) -> None:
+    """Run the three stages of attention (each a function of a batch slice ``start, stop``).
+
+    Small matrices (BLAS keeps each product on one core): each core takes a
+    slice of the batch and runs all three stages on it. Big matrices (BLAS
+    spreads every product over the cores itself): the products run on the
+    whole batch, one after the other, and only the elementwise stage is split.
+    """
+    batch, queries, keys = q.shape[0], q.shape[-2], k.shape[-2]
+    work_per_entry = math.prod(q.shape[1:-2]) * queries * keys
+    if queries * keys * max(q.shape[-1], v.shape[-1]) < _ONE_CORE_PRODUCT:
+        def all_stages(start, stop):
+            products_before(start, stop)
+            elementwise(start, stop)
+            products_after(start, stop)
+
+        backend.parallel_rows(all_stages, batch, work_per_entry, xp=xp)
+    else:
+        products_before(0, batch)
+        backend.parallel_rows(elementwise, batch, work_per_entry, xp=xp)
+        products_after(0, batch)
 
 
 def _scaled_transpose(xp, a, scale):
