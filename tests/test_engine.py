@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tinygrad_lite as tl
-from tinygrad_lite import Tensor, no_grad
+from tinygrad_lite import Tensor, backend, no_grad
 from tinygrad_lite import functional as F
 from tinygrad_lite.autograd import Function
 
@@ -446,3 +446,23 @@ def test_fused_linear_shape_errors():
         F.linear(randn(2, 5), randn(3, 4))
     with pytest.raises(ValueError, match=r"Linear: bias has shape \(4,\), expected \(3,\)"):
         F.linear(randn(2, 4), randn(3, 4), randn(4))
+
+
+@pytest.mark.parametrize("case", ["rows", "rows-negative", "elements", "2-d-index"])
+def test_scatter_add_sums_every_repeat(case):
+    """backend.scatter_add (the backward of embedding and fancy indexing) against a plain Python loop."""
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal((6, 3)).astype(np.float32)
+    if case == "elements":
+        target = target.reshape(-1)
+    indices = rng.integers(0, len(target), size=40)
+    if case == "rows-negative":
+        indices = indices - len(target) * (rng.random(40) < 0.5)  # row r appears as r and as r - 6
+    if case == "2-d-index":
+        indices = indices.reshape(8, 5)
+    values = rng.standard_normal(indices.shape + target.shape[1:]).astype(np.float32)
+    expected = target.astype(np.float64)
+    for position in np.ndindex(indices.shape):
+        expected[indices[position]] += values[position]
+    backend.scatter_add(target, indices, values)
+    np.testing.assert_allclose(target, expected, rtol=1e-5, atol=1e-5)

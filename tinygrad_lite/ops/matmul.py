@@ -80,5 +80,6 @@ class Linear(Function):
         if self.needs_input_grad[1]:
             grad_weight = xp.matmul(rows.T, x.reshape(-1, x.shape[-1])).astype(weight.dtype, copy=False)
         if len(self.parents) == 3 and self.needs_input_grad[2]:
-            grad_bias = rows.sum(axis=0).astype(self.parents[2].dtype, copy=False)
+            # the column sums as ones @ rows: a BLAS matrix-vector product, faster than sum(axis=0)
+            grad_bias = (xp.ones(rows.shape[0], dtype=rows.dtype) @ rows).astype(self.parents[2].dtype, copy=False)
         return (grad_x, grad_weight) if len(self.parents) == 2 else (grad_x, grad_weight, grad_bias)
