@@ -51,48 +51,90 @@ def next_window_start(start: int, length: int, block_size: int) -> int:
 # --------------------------------------------------------------- the cache
 
 class KVCache:
-    """Every layer's keys and values for the positions seen so far.
+    """Every layer's keys and values for the positions seen so far, and the weights to extend them.
 
-    Buffers of shape (B, n_head, block_size, head_size) are allocated once;
-    ``length`` positions of them are filled.
+    Buffers are allocated once, for ``block_size`` positions; ``length`` of
+    them are filled. Keys are stored transposed and already scaled by
+    s = 1/sqrt(head_size): ``keys_t[layer]`` is s K^T, (B, n_head, head_size,
+    block_size), so a new query's scores are the plain product q @ (s K^T).
+    Values are (B, n_head, block_size, head_size).
+
+    ``layers`` holds each block's weights as raw arrays, with each layer
+    norm's gain and bias folded into the Linear that follows it:
+    (xhat * g + b) W^T + c = xhat (W * g)^T + (W b + c), so decoding a token
+    skips two passes per layer norm. Weights are stored transposed, (in, out),
+    so that x @ W^T is a plain product (NumPy's BLAS call with a transposed
+    right operand is slower on small inputs). The cache is built for one
+    ``generate`` call: it holds the weights as they are at that moment.
     """
 
     def __init__(self, model: GPT, batch_size: int):
         c = model.config
         xp = model.wte.weight.xp
-        shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        head_size = c.n_embd // c.n_head
         dtype = model.wte.weight.dtype
-        self.keys = [xp.zeros(shape, dtype=dtype) for _ in range(c.n_layer)]
-        self.values = [xp.zeros(shape, dtype=dtype) for _ in range(c.n_layer)]
+        self.scale = 1.0 / math.sqrt(head_size)
+        self.keys_t = [xp.zeros((batch_size, c.n_head, head_size, c.block_size), dtype=dtype)
+                       for _ in range(c.n_layer)]
+        self.values = [xp.zeros((batch_size, c.n_head, c.block_size, head_size), dtype=dtype)
+                       for _ in range(c.n_layer)]
         self.length = 0
-        self.average = xp.full((c.n_embd, 1), 1.0 / c.n_embd, dtype=dtype)  # for the layer norms
+        self.average = xp.full((c.n_embd, 1), 1.0 / c.n_embd, dtype=dtype)  # x @ average: each row's mean
+        self.layers = [_DecoderLayer(block) for block in model.h]
 
     def reorder(self, rows) -> None:
         """Keep rows ``rows`` (beam search: each surviving beam continues from its parent)."""
-        rows = backend.xp_of(self.keys[0]).asarray(rows)
-        self.keys = [k[rows] for k in self.keys]
+        rows = backend.xp_of(self.values[0]).asarray(rows)
+        self.keys_t = [k[rows] for k in self.keys_t]
         self.values = [v[rows] for v in self.values]
+
+
+class _DecoderLayer:
+    """One block's weights as raw arrays, each layer norm folded into the Linear after it."""
+
+    def __init__(self, block):
+        self.eps_1, self.eps_2 = block.ln_1.eps, block.ln_2.eps
+        self.attn_weight, self.attn_bias = _fold_layer_norm(block.ln_1, block.attn.c_attn)
+        self.attn_proj_weight, self.attn_proj_bias = _raw(block.attn.c_proj)
+        self.fc_weight, self.fc_bias = _fold_layer_norm(block.ln_2, block.mlp.c_fc)
+        self.mlp_proj_weight, self.mlp_proj_bias = _raw(block.mlp.c_proj)
+
+
+def _raw(linear):
+    """W^T (a view) and the bias of a Linear."""
+    return linear.weight.data.T, (linear.bias.data if linear.bias is not None else None)
+
+
+def _fold_layer_norm(ln, linear):
+    """(W * g)^T (each input column of W scaled by its gain; a new C-contiguous array) and W b + c."""
+    weight, bias = linear.weight.data, linear.bias.data if linear.bias is not None else None
+    folded_bias = bias
+    if ln.bias is not None:
+        folded_bias = weight @ ln.bias.data if bias is None else bias + weight @ ln.bias.data
+    xp = backend.xp_of(weight)
+    return xp.ascontiguousarray((weight * ln.weight.data).T), folded_bias
 
 
 # Small helpers on raw arrays of shape (positions, features). They are written for speed at
 # one position per call, where each NumPy call costs more than its arithmetic: few calls,
 # in-place updates, and 2-D matrix products.
 
-def _layer_norm(x, ln, average, xp):
-    """``average`` is a (C, 1) column of 1/C, so ``x @ average`` is each row's mean in one BLAS call."""
+def _normalize(x, eps, average, xp):
+    """(x - mean) / sqrt(var + eps) per row (a layer norm without its gain and bias).
+
+    ``average`` is a (C, 1) column of 1/C, so ``x @ average`` is each row's mean in one BLAS call.
+    """
     centered = x - x @ average
     variance = (centered * centered) @ average
-    centered /= xp.sqrt(variance + ln.eps)
-    centered *= ln.weight.data
-    if ln.bias is not None:
-        centered += ln.bias.data
+    variance += eps
+    centered /= xp.sqrt(variance, out=variance)
     return centered
 
 
-def _linear(x, linear):
-    y = x @ linear.weight.data.T
-    if linear.bias is not None:
-        y += linear.bias.data
+def _linear(x, weight_t, bias):
+    y = x @ weight_t
+    if bias is not None:
+        y += bias
     return y
 
 
@@ -128,24 +170,28 @@ def forward_cached(model: GPT, idx, cache: KVCache):
     if T > 1:  # new position i (absolute start + i) may see keys 0 .. start + i
         future = xp.triu(xp.ones((T, end), dtype=bool), k=start + 1)
         mask = xp.where(future, -xp.inf, 0.0).astype(x.dtype)
-    scale = 1.0 / math.sqrt(head_size)
-    for layer, block in enumerate(model.h):
-        qkv = _linear(_layer_norm(x, block.ln_1, cache.average, xp), block.attn.c_attn)
+    for layer, weights in enumerate(cache.layers):
+        qkv = _linear(_normalize(x, weights.eps_1, cache.average, xp), weights.attn_weight, weights.attn_bias)
         # (B*T, 3C) -> (3, B, n_head, T, head_size): queries, keys, values per head
         q, k, v = qkv.reshape(B, T, 3, n_head, head_size).transpose(2, 0, 3, 1, 4)
-        cache.keys[layer][:, :, start:end] = k
-        cache.values[layer][:, :, start:end] = v
-        scores = (q * scale) @ cache.keys[layer][:, :, :end].swapaxes(-1, -2)  # (B, n_head, T, end)
+        keys_t, values = cache.keys_t[layer], cache.values[layer]
+        xp.multiply(k.swapaxes(-1, -2), cache.scale, out=keys_t[..., start:end])
+        values[:, :, start:end] = v
+        scores = q @ keys_t[..., :end]  # (B, n_head, T, end), scaled
         if T > 1:
             scores += mask
         scores -= scores.max(axis=-1, keepdims=True)
         xp.exp(scores, out=scores)
         scores /= scores.sum(axis=-1, keepdims=True)
-        y = (scores @ cache.values[layer][:, :, :end]).transpose(0, 2, 1, 3).reshape(B * T, c.n_embd)
-        x = x + _linear(y, block.attn.c_proj)
-        x = x + _linear(_gelu(_linear(_layer_norm(x, block.ln_2, cache.average, xp), block.mlp.c_fc), xp), block.mlp.c_proj)
+        y = (scores @ values[:, :, :end]).transpose(0, 2, 1, 3).reshape(B * T, c.n_embd)
+        x += _linear(y, weights.attn_proj_weight, weights.attn_proj_bias)
+        hidden = _linear(_normalize(x, weights.eps_2, cache.average, xp), weights.fc_weight, weights.fc_bias)
+        x += _linear(_gelu(hidden, xp), weights.mlp_proj_weight, weights.mlp_proj_bias)
     cache.length = end
-    last = _layer_norm(x.reshape(B, T, c.n_embd)[:, -1], model.ln_f, cache.average, xp)
+    last = _normalize(x.reshape(B, T, c.n_embd)[:, -1], model.ln_f.eps, cache.average, xp)
+    last *= model.ln_f.weight.data  # not folded into lm_head: that would copy the (vocab, C) embedding
+    if model.ln_f.bias is not None:
+        last += model.ln_f.bias.data
     return last @ model.lm_head.weight.data.T
 
 
@@ -166,15 +212,17 @@ def sample_next_token(logits, temperature: float = 1.0, top_k: int | None = None
     smallest set of most likely tokens whose probabilities add up to p
     ("nucleus sampling"). Computed on the CPU in float64.
     """
-    logits = backend.to_numpy(logits).astype(numpy.float64)
+    logits = backend.to_numpy(logits).astype(numpy.float64)  # a new array: updated in place below
     if temperature == 0:
         return logits.argmax(axis=-1)
-    logits = logits / temperature
     vocab = logits.shape[-1]
     if top_k is not None and top_k < vocab:
         kth_largest = numpy.partition(logits, vocab - top_k, axis=-1)[:, vocab - top_k, None]
-        logits = numpy.where(logits < kth_largest, -numpy.inf, logits)
-    probs = numpy.exp(logits - logits.max(axis=-1, keepdims=True))  # unnormalised: the sampling below divides
+        logits[logits < kth_largest] = -numpy.inf
+    # softmax(l / t) is proportional to exp((l - max l) / t): exp's argument stays <= 0
+    logits -= logits.max(axis=-1, keepdims=True)
+    logits *= 1.0 / temperature
+    probs = numpy.exp(logits, out=logits)  # unnormalised: the sampling below divides
     if top_p is not None and top_p < 1.0:
         probs /= probs.sum(axis=-1, keepdims=True)
         order = numpy.argsort(-probs, axis=-1, kind="stable")
@@ -187,8 +235,8 @@ def sample_next_token(logits, temperature: float = 1.0, top_k: int | None = None
     rng = generator if generator is not None else backend.generator("cpu")
     # inverse-CDF sampling: the first token whose cumulative weight passes u * (total weight)
     cumulative = numpy.cumsum(probs, axis=-1)
-    u = rng.random(probs.shape[0])[:, None] * cumulative[:, -1:]
-    return numpy.minimum((cumulative <= u).sum(axis=-1), vocab - 1)
+    u = rng.random(probs.shape[0]) * cumulative[:, -1]
+    return numpy.minimum((cumulative <= u[:, None]).sum(axis=-1), vocab - 1)
 
 
 def _check_sampling_options(max_new_tokens, temperature, top_k, top_p) -> None:
