@@ -470,7 +470,7 @@ class ScaledDotProductAttention(Function):
         q, k, v = (xp.broadcast_to(a, (batch or (1,)) + a.shape[-2:]) for a in (q, k, v))  # views, one batch shape
         keys = k.shape[-2]
         probs = xp.empty(q.shape[:-1] + (keys,), dtype=q.dtype)
-        out = xp.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)
+        out = _empty_in_layout_of(xp, q, q.shape[:-1] + (v.shape[-1],))
         mask = _causal_mask(xp, q.shape[-2], keys, q.dtype) if is_causal else None
         scaled_keys_t = _scaled_transpose(xp, k, self.scale)  # s K^T
 
@@ -508,9 +508,9 @@ class ScaledDotProductAttention(Function):
             return grad_q, grad_k, grad_v
 
         grad = xp.broadcast_to(grad.reshape(out.shape), out.shape)
-        grad_q = xp.empty(q.shape, dtype=q.dtype) if need_q else None
-        grad_k = xp.empty(k.shape, dtype=k.dtype) if need_k else None
-        grad_v = xp.empty(v.shape, dtype=v.dtype) if need_v else None
+        grad_q = _empty_in_layout_of(xp, q, q.shape) if need_q else None
+        grad_k = _empty_in_layout_of(xp, k, k.shape) if need_k else None
+        grad_v = _empty_in_layout_of(xp, v, v.shape) if need_v else None
         d_scores = xp.empty(probs.shape, dtype=probs.dtype) if need_q or need_k else None
         scaled_values_t = _scaled_transpose(xp, v, self.scale) if need_q or need_k else None
         ones = xp.ones(out.shape[-1], dtype=out.dtype)
@@ -565,6 +565,18 @@ def _run_in_stages(xp, q, k, v, products_before, elementwise, products_after) ->
         products_before(0, batch)
         backend.parallel_rows(elementwise, batch, work_per_entry, xp=xp)
         products_after(0, batch)
+
+
+def _empty_in_layout_of(xp, like, shape):
+    """An empty array of ``shape`` laid out in memory like ``like`` (a broadcast ``like``: plain C order).
+
+    Attention's q, k, v are usually (B, T, n_head, D) tensors viewed as
+    (B, n_head, T, D); an output or gradient with that same memory order
+    turns back into (B, T, n_head * D) without a copy.
+    """
+    if 0 in like.strides:
+        return xp.empty(shape, dtype=like.dtype)
+    return xp.empty_like(like, shape=shape)
 
 
 def _scaled_transpose(xp, a, scale):
