@@ -466,3 +466,43 @@ def test_scatter_add_sums_every_repeat(case):
         expected[indices[position]] += values[position]
     backend.scatter_add(target, indices, values)
     np.testing.assert_allclose(target, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_split_is_one_op_with_several_outputs_and_matches_torch():
+    """Pieces used twice, one piece unused, pieces multiplied together: gradients as in torch."""
+    data = np.random.default_rng(3).standard_normal((4, 9))
+    x = Tensor(data, dtype=np.float64, requires_grad=True)
+    a, b, unused = x.split([2, 3, 4], axis=1)
+    assert type(a._ctx).__name__ == "Split" and a._ctx is b._ctx is unused._ctx
+    loss = (a.sum(axis=1) * b.sum(axis=1)).sum() + (a * a).sum()
+    loss.backward()
+
+    xt = torch.tensor(data, requires_grad=True)
+    at, bt, _ = xt.split([2, 3, 4], dim=1)
+    ((at.sum(dim=1) * bt.sum(dim=1)).sum() + (at * at).sum()).backward()
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-12)
+    assert np.all(x.grad.numpy()[:, 5:] == 0)  # the unused piece
+
+
+def test_split_backward_from_one_piece_twice_with_retain_graph():
+    x = Tensor(np.arange(6.0), requires_grad=True)
+    first, second = x.split(3)
+    loss = (first * 2.0).sum()
+    loss.backward(retain_graph=True)
+    loss.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [4, 4, 4, 0, 0, 0])
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()
+
+
+def test_split_under_no_grad_records_nothing_and_frees_its_graph():
+    x = Tensor(np.ones((2, 4)), requires_grad=True)
+    with no_grad():
+        pieces = x.split(2, axis=1)
+    assert all(p._ctx is None and not p.requires_grad for p in pieces)
+    a, b = x.split(2, axis=1)
+    creator = weakref.ref(a._ctx)
+    (a * b).sum().backward()
+    del a, b
+    gc.collect()
+    assert creator() is None  # the Split node went away with the graph

@@ -9,6 +9,11 @@ Every op is a subclass of ``Function`` with two methods side by side:
   each tensor input (a tuple, or a single array for one input; ``None`` for an
   input that needs no gradient).
 
+A few ops have several outputs (``Split``: the pieces of a tensor): their
+forward returns a tuple of arrays, ``apply`` returns a tuple of tensors, and
+backward receives one gradient per output, ``None`` for an output the loss
+does not depend on.
+
 ``MyOp.apply(*tensors, **options)`` runs forward and, when gradients are
 wanted, records the Function as the output's ``_ctx`` (its "creator"), with
 ``parents`` pointing at the inputs. The recorded ``_ctx`` links form the graph
@@ -110,6 +115,7 @@ class Function:
 
     def __init__(self, *parents: "Tensor"):
         self.parents = parents
+        self.num_outputs = 1
         self.needs_input_grad = tuple(p.requires_grad for p in parents)
         self.saved_tensors: tuple = ()
         self.created_at: str | None = None
@@ -130,8 +136,11 @@ class Function:
         self.saved_tensors = values
 
     @classmethod
-    def apply(cls, *inputs: "Tensor", **options) -> "Tensor":
-        """Run the op on tensors and (if needed) record it in the graph."""
+    def apply(cls, *inputs: "Tensor", **options):
+        """Run the op on tensors and (if needed) record it in the graph.
+
+        Returns the output tensor (a tuple of them if forward returned a tuple).
+        """
         from .tensor import Tensor  # noqa: PLC0415 -- tensor.py imports this module
 
         for position, tensor in enumerate(inputs):
@@ -153,23 +162,27 @@ class Function:
             _check_finite(output_data, "forward output", fn)
 
         needs_grad = _grad_enabled and any(fn.needs_input_grad)
-        output = Tensor(output_data, requires_grad=needs_grad)
+        several = isinstance(output_data, tuple)
+        outputs = tuple(Tensor(data, requires_grad=needs_grad) for data in (output_data if several else (output_data,)))
         if needs_grad:
-            output._ctx = fn
-            fn._remember_saved_versions(inputs, output)
+            fn.num_outputs = len(outputs)
+            for index, output in enumerate(outputs):
+                output._ctx, output._output_index = fn, index
+            fn._remember_saved_versions(inputs, outputs)
         else:
             fn.parents = ()
             fn.saved_tensors = ()
-        return output
+        return outputs if several else outputs[0]
 
-    def _remember_saved_versions(self, inputs, output) -> None:
+    def _remember_saved_versions(self, inputs, outputs) -> None:
         saved_ids = {id(value) for value in self.saved_tensors}
         for tensor in inputs:
             if id(tensor.data) in saved_ids:
                 self._saved_versions.append((tensor, tensor._version))
-        if id(output.data) in saved_ids:
-            # a weak reference: the output owns this Function, not the other way round
-            self._saved_versions.append((weakref.ref(output), output._version))
+        for output in outputs:
+            if id(output.data) in saved_ids:
+                # a weak reference: the output owns this Function, not the other way round
+                self._saved_versions.append((weakref.ref(output), output._version))
 
     def _check_saved_versions(self) -> None:
         for holder, version in self._saved_versions:
@@ -256,8 +269,29 @@ def backward_pass(root: "Tensor", gradient, retain_graph: bool = False) -> None:
         raise RuntimeError("Trying to backward through the graph a second time: its saved values were freed "
                            "by the first backward; pass retain_graph=True to the first backward call")
     grads = {id(root): gradient}
-    for tensor in reversed(_topological_order(root)):
+    order = _topological_order(root)
+    # A Function with several outputs runs its backward once, at the last of its outputs
+    # in the walk (by then every output's gradient is complete); until then they wait here.
+    waiting: dict[int, list] = {}
+    for tensor in order:
+        if tensor._ctx is not None and tensor._ctx.num_outputs > 1:
+            entry = waiting.setdefault(id(tensor._ctx), [[None] * tensor._ctx.num_outputs, 0])
+            entry[1] += 1  # outputs still to come
+    for tensor in reversed(order):
         grad = grads.pop(id(tensor), None)
+        fn = tensor._ctx
+        if fn is not None and fn.num_outputs > 1:
+            entry = waiting[id(fn)]
+            entry[0][tensor._output_index] = grad
+            entry[1] -= 1
+            if grad is not None and tensor._retains_grad:
+                tensor._accumulate_grad(grad)
+            if not retain_graph:
+                tensor._ctx, tensor._graph_freed = None, True
+            if entry[1] > 0 or all(g is None for g in entry[0]):
+                continue
+            _run_backward(fn, tuple(entry[0]), grads)
+            continue
         if grad is None:
             continue
         if tensor._ctx is None:
@@ -269,26 +303,28 @@ def backward_pass(root: "Tensor", gradient, retain_graph: bool = False) -> None:
             continue
         if tensor._retains_grad:
             tensor._accumulate_grad(grad)
-
-        fn = tensor._ctx
-        fn._check_saved_versions()
-        start = profiler.start()
-        input_grads = fn.backward(grad)
-        profiler.stop(start, type(fn).__name__, "backward", input_grads)
-        if not isinstance(input_grads, tuple):
-            input_grads = (input_grads,)
-        if len(input_grads) != len(fn.parents):
-            raise RuntimeError(f"{type(fn).__name__}.backward returned {len(input_grads)} gradients "
-                               f"for {len(fn.parents)} inputs")
-        for index, (parent, parent_grad) in enumerate(zip(fn.parents, input_grads)):
-            if parent_grad is None or not parent.requires_grad:
-                continue
-            _check_grad(fn, index, parent, parent_grad)
-            if _debug:
-                _check_finite(parent_grad, f"gradient for input {index}", fn)
-            previous = grads.get(id(parent))
-            grads[id(parent)] = parent_grad if previous is None else previous + parent_grad
-
+        _run_backward(fn, (grad,), grads)
         if not retain_graph:
             tensor._ctx = None
             tensor._graph_freed = True
+
+
+def _run_backward(fn: Function, output_grads: tuple, grads: dict) -> None:
+    """Call ``fn.backward`` and add what it returns to the gradients of fn's inputs in ``grads``."""
+    fn._check_saved_versions()
+    start = profiler.start()
+    input_grads = fn.backward(*output_grads)
+    profiler.stop(start, type(fn).__name__, "backward", input_grads)
+    if not isinstance(input_grads, tuple):
+        input_grads = (input_grads,)
+    if len(input_grads) != len(fn.parents):
+        raise RuntimeError(f"{type(fn).__name__}.backward returned {len(input_grads)} gradients "
+                           f"for {len(fn.parents)} inputs")
+    for index, (parent, parent_grad) in enumerate(zip(fn.parents, input_grads)):
+        if parent_grad is None or not parent.requires_grad:
+            continue
+        _check_grad(fn, index, parent, parent_grad)
+        if _debug:
+            _check_finite(parent_grad, f"gradient for input {index}", fn)
+        previous = grads.get(id(parent))
+        grads[id(parent)] = parent_grad if previous is None else previous + parent_grad

@@ -45,6 +45,7 @@ class Tensor:
         self._version = 0
         self.grad: Tensor | None = None
         self._ctx = None  # the Function that created this tensor (None for leaves)
+        self._output_index = 0  # which of its creator's outputs this is (ops like split have several)
         self._retains_grad = False
         self._graph_freed = False
         self.requires_grad = False
@@ -475,13 +476,9 @@ class Tensor:
             sizes = list(split_size_or_sections)
             if sum(sizes) != length:
                 raise ValueError(f"split: sizes {sizes} do not add up to {length} (axis {axis} of shape {self.shape})")
-        pieces, start = [], 0
-        axis = axis % self.ndim
-        for size in sizes:
-            index = (slice(None),) * axis + (slice(start, start + size),)
-            pieces.append(self[index])
-            start += size
-        return tuple(pieces)
+        if any(size < 0 for size in sizes):
+            raise ValueError(f"split: sizes must not be negative, got {sizes}")
+        return movement.Split.apply(self, sizes=tuple(sizes), axis=axis % self.ndim)
 
     def chunk(self, chunks: int, axis: int = 0):
         """``chunks`` pieces of equal size (the last may be smaller), like torch.chunk."""

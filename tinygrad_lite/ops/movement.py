@@ -84,6 +84,35 @@ class GetItem(Function):
         return grad_x
 
 
+class Split(Function):
+    """z_1, ..., z_n = consecutive pieces of x along ``axis`` (views: no copy).
+
+    dL/dx = the pieces' gradients side by side again (zeros for a piece the
+    loss does not use). One op with several outputs: taking each piece as its
+    own slice ``x[..., a:b]`` would give every piece's backward a zero array
+    the size of x, and the engine would then add those up.
+    """
+
+    def forward(self, x, sizes, axis):
+        self.shape, self.dtype, self.axis = x.shape, x.dtype, axis
+        self.bounds, start = [], 0
+        for size in sizes:
+            self.bounds.append((start, start + size))
+            start += size
+        return tuple(x[(slice(None),) * axis + (slice(a, b),)] for a, b in self.bounds)
+
+    def backward(self, *grads):
+        xp = xp_of(next(g for g in grads if g is not None))
+        grad_x = xp.empty(self.shape, dtype=self.dtype)
+        for (a, b), grad in zip(self.bounds, grads):
+            piece = grad_x[(slice(None),) * self.axis + (slice(a, b),)]
+            if grad is None:
+                piece[...] = 0
+            else:
+                piece[...] = grad
+        return grad_x
+
+
 class Cat(Function):
     """z = the inputs joined along ``axis``.   dL/dinput_i = its slice of dL/dz."""
 
