@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import math
 
+import numpy
+
 from . import backend, cuda_kernels
 from .autograd import Function, unbroadcast
 from .backend import xp_of
@@ -431,10 +433,12 @@ class ScaledDotProductAttention(Function):
     from G and the output (Tq x Dv) instead of from the bigger Tq x Tk dP.
     Forward saves Q, K, V, P and the output.
 
-    The array path (the CPU's, and the GPU's fallback) hands each core a slice
-    of the leading batch axis (``backend.parallel_rows``); a slice runs its
-    small matrix products and its softmax on its own. Two details keep NumPy
-    on its fast paths:
+    The array path (the CPU's, and the GPU's fallback) splits the work over
+    the leading batch axis (``_run_in_stages``): with small matrices each core
+    takes a slice and runs its products and its softmax on its own; with big
+    ones BLAS spreads each product over the cores and only the softmax is
+    split. The output and the input gradients are laid out in memory like q
+    (``_empty_in_layout_of``). Two details keep NumPy on its fast paths:
 
     * s is applied while copying K^T (in backward, V^T) into a contiguous
       array: the scores arrive scaled (and dP arrives as s dP, so dS comes out
@@ -466,7 +470,7 @@ class ScaledDotProductAttention(Function):
             return out
 
         self.input_shapes = (q.shape, k.shape, v.shape)
-        batch = tuple(xp.broadcast_shapes(q.shape[:-2], k.shape[:-2]))
+        batch = tuple(numpy.broadcast_shapes(q.shape[:-2], k.shape[:-2]))  # shape arithmetic only
         q, k, v = (xp.broadcast_to(a, (batch or (1,)) + a.shape[-2:]) for a in (q, k, v))  # views, one batch shape
         keys = k.shape[-2]
         probs = xp.empty(q.shape[:-1] + (keys,), dtype=q.dtype)
