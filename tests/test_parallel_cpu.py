@@ -89,3 +89,17 @@ def test_allocator_tuning_is_applied_on_glibc_and_can_be_turned_off(monkeypatch)
     monkeypatch.setattr(backend, "_allocator_tuned", False)
     monkeypatch.setenv("TINYGRAD_LITE_MALLOC_TUNING", "0")
     assert backend.tune_cpu_allocator() is False
+
+
+@pytest.mark.parametrize("module", ["tinygrad_lite", "gpt"])
+def test_importing_the_library_first_lets_openblas_threads_sleep(module):
+    """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when numpy loads it; importing us (or gpt) first must set it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    code = f"import os, {module}; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.stdout.strip() == "4"
