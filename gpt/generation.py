@@ -59,13 +59,19 @@ class KVCache:
     block_size), so a new query's scores are the plain product q @ (s K^T).
     Values are (B, n_head, block_size, head_size).
 
-    ``layers`` holds each block's weights as raw arrays, with each layer
-    norm's gain and bias folded into the Linear that follows it:
-    (xhat * g + b) W^T + c = xhat (W * g)^T + (W b + c), so decoding a token
-    skips two passes per layer norm. Weights are stored transposed, (in, out),
-    so that x @ W^T is a plain product (NumPy's BLAS call with a transposed
-    right operand is slower on small inputs). The cache is built for one
-    ``generate`` call: it holds the weights as they are at that moment.
+    ``layers`` holds a copy of each block's weights, laid out for decoding
+    (where each NumPy call costs more than its arithmetic, so every call
+    saved counts):
+
+    * each layer norm's gain and bias are folded into the Linear after it:
+      (xhat * g + b) W^T + c = xhat (W * g)^T + (W b + c), two passes fewer;
+    * GELU's factor 1/2 is folded into the MLP's output projection;
+    * weights are stored transposed, (in, out), so that x @ W^T is a plain
+      product (NumPy's BLAS call with a transposed right operand is slower
+      on small inputs).
+
+    The cache is built for one ``generate`` call: it holds the weights as
+    they are at that moment.
     """
 
     def __init__(self, model: GPT, batch_size: int):
@@ -90,29 +96,30 @@ class KVCache:
 
 
 class _DecoderLayer:
-    """One block's weights as raw arrays, each layer norm folded into the Linear after it."""
+    """One block's weights laid out for decoding (see ``KVCache``): W^T as (in, out) arrays and biases."""
 
     def __init__(self, block):
         self.eps_1, self.eps_2 = block.ln_1.eps, block.ln_2.eps
-        self.attn_weight, self.attn_bias = _fold_layer_norm(block.ln_1, block.attn.c_attn)
-        self.attn_proj_weight, self.attn_proj_bias = _raw(block.attn.c_proj)
-        self.fc_weight, self.fc_bias = _fold_layer_norm(block.ln_2, block.mlp.c_fc)
-        self.mlp_proj_weight, self.mlp_proj_bias = _raw(block.mlp.c_proj)
+        self.attn_weight, self.attn_bias = _transposed(block.attn.c_attn, ln=block.ln_1)
+        self.attn_proj_weight, self.attn_proj_bias = _transposed(block.attn.c_proj)
+        self.fc_weight, self.fc_bias = _transposed(block.mlp.c_fc, ln=block.ln_2)
+        self.mlp_proj_weight, self.mlp_proj_bias = _transposed(block.mlp.c_proj, scale=0.5)  # see _twice_gelu
 
 
-def _raw(linear):
-    """W^T (a view) and the bias of a Linear."""
-    return linear.weight.data.T, (linear.bias.data if linear.bias is not None else None)
+def _transposed(linear, ln=None, scale: float = 1.0):
+    """(W')^T as a new C-contiguous array, and the bias c', for a Linear y = x W^T + c.
 
-
-def _fold_layer_norm(ln, linear):
-    """(W * g)^T (each input column of W scaled by its gain; a new C-contiguous array) and W b + c."""
+    With ``ln`` (the layer norm before it): W' = W * g (each input column of W
+    scaled by its gain) and c' = W b + c. With ``scale``: W' = scale * W.
+    """
     weight, bias = linear.weight.data, linear.bias.data if linear.bias is not None else None
-    folded_bias = bias
-    if ln.bias is not None:
-        folded_bias = weight @ ln.bias.data if bias is None else bias + weight @ ln.bias.data
-    xp = backend.xp_of(weight)
-    return xp.ascontiguousarray((weight * ln.weight.data).T), folded_bias
+    if ln is not None:
+        if ln.bias is not None:
+            bias = weight @ ln.bias.data if bias is None else bias + weight @ ln.bias.data
+        weight = weight * ln.weight.data
+    if scale != 1.0:
+        weight = weight * scale
+    return backend.xp_of(weight).ascontiguousarray(weight.T), bias
 
 
 # Small helpers on raw arrays of shape (positions, features). They are written for speed at
@@ -138,8 +145,11 @@ def _linear(x, weight_t, bias):
     return y
 
 
-def _gelu(x, xp):
-    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed in one scratch array."""
+def _twice_gelu(x, xp):
+    """2 GELU(x) = x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in one scratch array.
+
+    (The 1/2 is folded into the weights of the Linear that reads this.)
+    """
     inner = x * x
     inner *= 0.044715 * _GELU_C
     inner += _GELU_C
@@ -147,7 +157,6 @@ def _gelu(x, xp):
     xp.tanh(inner, out=inner)
     inner += 1.0
     inner *= x
-    inner *= 0.5
     return inner
 
 
@@ -186,7 +195,7 @@ def forward_cached(model: GPT, idx, cache: KVCache):
         y = (scores @ values[:, :, :end]).transpose(0, 2, 1, 3).reshape(B * T, c.n_embd)
         x += _linear(y, weights.attn_proj_weight, weights.attn_proj_bias)
         hidden = _linear(_normalize(x, weights.eps_2, cache.average, xp), weights.fc_weight, weights.fc_bias)
-        x += _linear(_gelu(hidden, xp), weights.mlp_proj_weight, weights.mlp_proj_bias)
+        x += _linear(_twice_gelu(hidden, xp), weights.mlp_proj_weight, weights.mlp_proj_bias)
     cache.length = end
     last = _normalize(x.reshape(B, T, c.n_embd)[:, -1], model.ln_f.eps, cache.average, xp)
     last *= model.ln_f.weight.data  # not folded into lm_head: that would copy the (vocab, C) embedding
@@ -204,13 +213,15 @@ def forward_uncached(model: GPT, idx):
 # ---------------------------------------------------------------- sampling
 
 def sample_next_token(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                      generator=None) -> numpy.ndarray:
+                      generator=None, uniform=None) -> numpy.ndarray:
     """One token id per row of ``logits`` (B, vocab).
 
     temperature < 1 sharpens the distribution, > 1 flattens it, 0 takes the
     argmax (greedy). top_k keeps only the k most likely tokens; top_p keeps the
     smallest set of most likely tokens whose probabilities add up to p
-    ("nucleus sampling"). Computed on the CPU in float64.
+    ("nucleus sampling"). Computed on the CPU in float64. The draw uses one
+    uniform number in [0, 1) per row: ``uniform`` (B,) if given, else drawn
+    from ``generator``.
     """
     logits = backend.to_numpy(logits).astype(numpy.float64)  # a new array: updated in place below
     if temperature == 0:
@@ -232,10 +243,11 @@ def sample_next_token(logits, temperature: float = 1.0, top_k: int | None = None
         drop = numpy.zeros_like(drop_sorted)
         numpy.put_along_axis(drop, order, drop_sorted, axis=-1)
         probs = numpy.where(drop, 0.0, probs)
-    rng = generator if generator is not None else backend.generator("cpu")
+    if uniform is None:
+        uniform = (generator if generator is not None else backend.generator("cpu")).random(probs.shape[0])
     # inverse-CDF sampling: the first token whose cumulative weight passes u * (total weight)
     cumulative = numpy.cumsum(probs, axis=-1)
-    u = rng.random(probs.shape[0]) * cumulative[:, -1]
+    u = uniform * cumulative[:, -1]
     return numpy.minimum((cumulative <= u[:, None]).sum(axis=-1), vocab - 1)
 
 
@@ -285,11 +297,14 @@ def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top
     block_size = model.config.block_size
     cache = KVCache(model, batch) if use_cache else None
     start = initial_window_start(length, block_size)
+    # every step's uniform numbers drawn at once: the same numbers as one draw per step, one call fewer
+    rng = generator if generator is not None else backend.generator("cpu")
+    uniforms = rng.random((max_new_tokens, batch)) if temperature > 0 else [None] * max_new_tokens
     was_training = model.training
     model.eval()
     try:
         with tl.no_grad():
-            for _ in range(max_new_tokens):
+            for step in range(max_new_tokens):
                 start = next_window_start(start, length, block_size)
                 if not use_cache:
                     logits = forward_uncached(model, sequence[:, start:length])
@@ -299,7 +314,7 @@ def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top
                     logits = forward_cached(model, sequence[:, start:length], cache)
                 else:  # one new position, attending to the cached ones
                     logits = forward_cached(model, sequence[:, length - 1:length], cache)
-                next_tokens = sample_next_token(logits, temperature, top_k, top_p, generator)
+                next_tokens = sample_next_token(logits, temperature, top_k, top_p, uniform=uniforms[step])
                 if stop.size:  # rows that already stopped repeat their stop token
                     next_tokens = numpy.where(finished, sequence[:, length - 1], next_tokens)
                     finished |= numpy.isin(next_tokens, stop)
