@@ -36,6 +36,7 @@ def test_threaded_equals_single_threaded(name, monkeypatch):
     single = _run(op, arrays)
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "3")
     monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(backend, "CACHE_BLOCK_ELEMENTS", 8)  # and each thread's rows in small cache blocks
     threaded = _run(op, arrays)
     for a, b in zip(single, threaded):
         # BLAS may block a matrix-vector product over fewer rows differently (last-bit rounding,
@@ -74,6 +75,11 @@ def test_parallel_rows_covers_every_row_once_and_reraises(monkeypatch):
     backend.parallel_rows(body, 10)
     assert hits.tolist() == [1] * 10
 
+    calls = []
+    monkeypatch.setattr(backend, "CACHE_BLOCK_ELEMENTS", 6)  # 3 elements per row: blocks of 2 rows
+    backend.parallel_rows(lambda a, b: (body(a, b), calls.append(b - a)), 10, 3, cache_blocks=True)
+    assert hits.tolist() == [2] * 10 and max(calls) <= 2
+
     def failing(start, stop):
         if start > 0:
             raise ValueError("boom in a worker")
@@ -103,3 +109,25 @@ def test_importing_the_library_first_lets_openblas_threads_sleep(module):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.stdout.strip() == "4"
+
+
+def test_attention_on_big_matrices_splits_only_the_softmax(monkeypatch):
+    """Big products run on the whole batch and only the softmax stage is split: same numbers as per-core slices."""
+    from tinygrad_lite import fused
+
+    op, shapes = OPS["attention"]
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "3")
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    per_core_slices = _run(op, arrays)
+    monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 1)  # every product counts as big
+    monkeypatch.setattr(backend, "CACHE_BLOCK_ELEMENTS", 8)
+    stages = []
+    real_parallel_rows = backend.parallel_rows
+    monkeypatch.setattr(backend, "parallel_rows", lambda body, *a, **k: (stages.append(body.__name__),
+                                                                         real_parallel_rows(body, *a, **k)))
+    big = _run(op, arrays)
+    assert stages == ["softmax", "softmax_backward"]
+    for a, b in zip(per_core_slices, big):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -287,7 +287,7 @@ class LayerNorm(Function):
             if bias is not None:
                 out_c += bias
 
-        backend.parallel_rows(chunk, rows.shape[0], size, xp=xp)
+        backend.parallel_rows(chunk, rows.shape[0], size, xp=xp, cache_blocks=True)
         self.save_for_backward(xhat, rstd, weight)
         return out.reshape(x.shape)
 
@@ -316,7 +316,7 @@ class LayerNorm(Function):
         if self.needs_input_grad[0]:
             backend.parallel_rows(  # rows are independent: each chunk overwrites its g_xhat rows with dx
                 lambda a, b: self._grad_x(xp, grad_rows[a:b], g_xhat[a:b], xhat[a:b], rstd[a:b], weight),
-                xhat.shape[0], xhat.shape[1], xp=xp)
+                xhat.shape[0], xhat.shape[1], xp=xp, cache_blocks=True)
             grad_x = g_xhat.reshape(grad.shape)
         return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
 
@@ -383,7 +383,7 @@ class Gelu(Function):
             ss *= 0.5  # s = (1 + t) / 2
             xp.multiply(xs, ss, out=out[start:stop])
 
-        backend.parallel_rows(chunk, flat.size, xp=xp)
+        backend.parallel_rows(chunk, flat.size, xp=xp, cache_blocks=True)
         self.save_for_backward(flat, s)
         return out.reshape(x.shape)
 
@@ -408,7 +408,7 @@ class Gelu(Function):
             dxs += ss
             dxs *= flat_grad[start:stop]
 
-        backend.parallel_rows(chunk, x.size, xp=xp)
+        backend.parallel_rows(chunk, x.size, xp=xp, cache_blocks=True)
         return dx.reshape(grad.shape)
 
 
@@ -567,7 +567,7 @@ def _run_in_stages(xp, q, k, v, products_before, elementwise, products_after) ->
         backend.parallel_rows(all_stages, batch, work_per_entry, xp=xp)
     else:
         products_before(0, batch)
-        backend.parallel_rows(elementwise, batch, work_per_entry, xp=xp)
+        backend.parallel_rows(elementwise, batch, work_per_entry, xp=xp, cache_blocks=True)
         products_after(0, batch)
 
 
