@@ -353,7 +353,7 @@ def overflow_allowed(xp):
 # per core and running the chunks in threads really runs them at the same time.
 # The fused CPU ops (GELU, layer norm, the attention softmax, AdamW) do this.
 
-PARALLEL_MIN_ELEMENTS = 1 << 17  # below this (measured), thread hand-off costs more than it saves
+PARALLEL_MIN_ELEMENTS = 1 << 16  # below this (measured), thread hand-off costs more than it saves
 CACHE_BLOCK_ELEMENTS = 1 << 16  # 256 KB of float32 per array: a few arrays fit a core's L2 cache
 _thread_pool = None
 
