@@ -304,20 +304,27 @@ class LayerNorm(Function):
         xhat, rstd, weight = self.saved_tensors  # xhat: (rows, D), rstd: (rows, 1)
         xp = xp_of(xhat)
         grad_rows = grad.reshape(xhat.shape)
-        g_xhat = xp.empty_like(xhat)
-        backend.parallel_rows(lambda a, b: xp.multiply(grad_rows[a:b], xhat[a:b], out=g_xhat[a:b]),
-                              xhat.shape[0], xhat.shape[1], xp=xp)
         # inputs are (x, [weight], [bias]): the weight, when there is one, is second, the bias last.
-        # Column sums as (1, ..., 1) @ matrix: one BLAS call, faster than NumPy's sum over axis 0.
-        ones = xp.ones(xhat.shape[0], dtype=xhat.dtype)
-        grad_weight = ones @ g_xhat if self.has_weight and self.needs_input_grad[1] else None
-        grad_bias = ones @ grad_rows if self.has_bias and self.needs_input_grad[-1] else None
-        grad_x = None
-        if self.needs_input_grad[0]:
-            backend.parallel_rows(  # rows are independent: each chunk overwrites its g_xhat rows with dx
-                lambda a, b: self._grad_x(xp, grad_rows[a:b], g_xhat[a:b], xhat[a:b], rstd[a:b], weight),
-                xhat.shape[0], xhat.shape[1], xp=xp, cache_blocks=True)
-            grad_x = g_xhat.reshape(grad.shape)
+        need_x = self.needs_input_grad[0]
+        need_weight = self.has_weight and self.needs_input_grad[1]
+        need_bias = self.has_bias and self.needs_input_grad[-1]
+        g_xhat = xp.empty_like(xhat)  # g * xhat, then (in place) dx
+        partial_sums = {}  # first row of a chunk -> its rows' sums of g * xhat and of g
+
+        def chunk(start, stop):
+            g, gx = grad_rows[start:stop], g_xhat[start:stop]
+            xp.multiply(g, xhat[start:stop], out=gx)
+            # column sums as (1, ..., 1) @ rows: one BLAS call, faster than NumPy's sum over axis 0
+            ones = xp.ones(stop - start, dtype=xhat.dtype)
+            partial_sums[start] = (ones @ gx if need_weight else None, ones @ g if need_bias else None)
+            if need_x:  # rows are independent: each chunk overwrites its g_xhat rows with dx
+                self._grad_x(xp, g, gx, xhat[start:stop], rstd[start:stop], weight)
+
+        backend.parallel_rows(chunk, xhat.shape[0], xhat.shape[1], xp=xp, cache_blocks=True)
+        weight_sums, bias_sums = zip(*(partial_sums[start] for start in sorted(partial_sums)))  # fixed order
+        grad_weight = sum(weight_sums[1:], weight_sums[0]) if need_weight else None
+        grad_bias = sum(bias_sums[1:], bias_sums[0]) if need_bias else None
+        grad_x = g_xhat.reshape(grad.shape) if need_x else None
         return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
 
     @staticmethod
