@@ -448,9 +448,10 @@ class ScaledDotProductAttention(Function):
     (``_empty_in_layout_of``). Two details keep NumPy on its fast paths:
 
     * s is applied while copying K^T (in backward, V^T) into a contiguous
-      array: the scores arrive scaled (and dP arrives as s dP, so dS comes out
-      as s dS), and every product is a BLAS call without a transposed right
-      operand, which OpenBLAS runs at half speed on these small matrices;
+      array, slice by slice: the scores arrive scaled (and dP arrives as
+      s dP, so dS comes out as s dS), and every product is a BLAS call
+      without a transposed right operand, which OpenBLAS runs at half speed
+      on these small matrices;
     * softmax(S) = softmax(S - c) for any c; the textbook c is each row's
       maximum, so that exp cannot overflow. Scaled attention scores are
       small, so the array path tries c = 0 first: no max (a slow reduction
@@ -483,9 +484,10 @@ class ScaledDotProductAttention(Function):
         probs = xp.empty(q.shape[:-1] + (keys,), dtype=q.dtype)
         out = _empty_in_layout_of(xp, q, q.shape[:-1] + (v.shape[-1],))
         mask = _causal_mask(xp, q.shape[-2], keys, q.dtype) if is_causal else None
-        scaled_keys_t = _scaled_transpose(xp, k, self.scale)  # s K^T
+        scaled_keys_t = xp.empty(k.shape[:-2] + (k.shape[-1], keys), dtype=k.dtype)
 
         def scores(start, stop):  # S = Q (s K^T)
+            xp.multiply(k[start:stop].swapaxes(-1, -2), self.scale, out=scaled_keys_t[start:stop])
             xp.matmul(q[start:stop], scaled_keys_t[start:stop], out=probs[start:stop])
 
         def softmax(start, stop):  # P = softmax(S), in place
@@ -523,13 +525,14 @@ class ScaledDotProductAttention(Function):
         grad_k = _empty_in_layout_of(xp, k, k.shape) if need_k else None
         grad_v = _empty_in_layout_of(xp, v, v.shape) if need_v else None
         d_scores = xp.empty(probs.shape, dtype=probs.dtype) if need_q or need_k else None
-        scaled_values_t = _scaled_transpose(xp, v, self.scale) if need_q or need_k else None
+        scaled_values_t = xp.empty(v.shape[:-2] + (v.shape[-1], v.shape[-2]), dtype=v.dtype)
         ones = xp.ones(out.shape[-1], dtype=out.dtype)
 
         def first_products(start, stop):
             if need_v:  # dV = P^T G
                 xp.matmul(probs[start:stop].swapaxes(-1, -2), grad[start:stop], out=grad_v[start:stop])
             if need_q or need_k:  # s dP = G (s V^T)
+                xp.multiply(v[start:stop].swapaxes(-1, -2), self.scale, out=scaled_values_t[start:stop])
                 xp.matmul(grad[start:stop], scaled_values_t[start:stop], out=d_scores[start:stop])
 
         def softmax_backward(start, stop):  # s dS = P * (s dP - s rowsum),  rowsum_i = G_i . out_i
@@ -588,13 +591,6 @@ def _empty_in_layout_of(xp, like, shape):
     if 0 in like.strides:
         return xp.empty(shape, dtype=like.dtype)
     return xp.empty_like(like, shape=shape)
-
-
-def _scaled_transpose(xp, a, scale):
-    """scale * a^T over the last two axes, as a new C-contiguous array."""
-    out = xp.empty(a.shape[:-2] + (a.shape[-1], a.shape[-2]), dtype=a.dtype)
-    xp.multiply(a.swapaxes(-1, -2), scale, out=out)
-    return out
 
 
 def _causal_mask(xp, queries, keys, dtype):
