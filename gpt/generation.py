@@ -285,7 +285,9 @@ def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top
     ``stop_tokens``: ids that end a row (kept in the output). Generation ends
     when every row has stopped; a row that stopped earlier is padded with its
     stop token. ``generator``: a numpy Generator (default: tinygrad_lite's,
-    seeded by ``tl.manual_seed``). The model runs in eval mode (no dropout).
+    seeded by ``tl.manual_seed``); sampling takes max_new_tokens x B uniform
+    numbers from it up front (none when greedy). The model runs in eval mode
+    (no dropout).
     """
     _check_sampling_options(max_new_tokens, temperature, top_k, top_p)
     prompt = _prompt_array(model, idx)
