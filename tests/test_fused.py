@@ -422,6 +422,10 @@ def test_attention_checks_shapes():
         F.scaled_dot_product_attention(q, tl.Tensor(np.zeros((2, 3, 5))), tl.Tensor(np.zeros((2, 3, 5))))
     with pytest.raises(ValueError, match=r"scaled_dot_product_attention: batch dims"):
         F.scaled_dot_product_attention(q, tl.Tensor(np.zeros((3, 3, 4))), tl.Tensor(np.zeros((3, 3, 4))))
+    with pytest.raises(ValueError, match=r"scaled_dot_product_attention: no keys"):
+        F.scaled_dot_product_attention(q, tl.Tensor(np.zeros((2, 0, 4))), tl.Tensor(np.zeros((2, 0, 5))))
+    no_queries = F.scaled_dot_product_attention(tl.Tensor(np.zeros((2, 0, 4))), q, q)
+    assert no_queries.shape == (2, 0, 4)
 
 
 # -------------------------------------------------- properties of every op

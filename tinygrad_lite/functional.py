@@ -143,6 +143,9 @@ def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:
     if q.ndim < 2 or k.ndim < 2 or k.shape[-1] != q.shape[-1] or k.shape[:-1] != v.shape[:-1]:
         raise ValueError(f"scaled_dot_product_attention: incompatible shapes q {q.shape}, k {k.shape}, v {v.shape} "
                          "(expected (..., Tq, D), (..., Tk, D), (..., Tk, Dv))")
+    if k.shape[-2] == 0:
+        raise ValueError(f"scaled_dot_product_attention: no keys (k {k.shape}, v {v.shape}): "
+                         "a softmax over zero keys is undefined")
     try:
         numpy.broadcast_shapes(q.shape[:-2], k.shape[:-2])
     except ValueError:
