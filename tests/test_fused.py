@@ -448,6 +448,18 @@ def test_float32_in_float32_out_and_grads(name):
     assert_same_dtypes(out, grads, np.float32)
 
 
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "layer_norm", "gelu", "attention"])
+def test_an_empty_batch_gives_empty_outputs_and_zero_parameter_grads(name):
+    fn, input_shapes = ALL_OPS[name]
+    shapes = [(0,) + shape[1:] if len(shape) > 1 else shape for shape in input_shapes]
+    tensors = [tl.Tensor(np.ones(shape, dtype=np.float32), requires_grad=True) for shape in shapes]
+    out = fn(*tensors)
+    out.sum().backward()
+    assert out.shape[0] == 0
+    for tensor in tensors:
+        assert tensor.grad.shape == tensor.shape and not np.any(tensor.grad.numpy())
+
+
 @pytest.mark.parametrize("name", ALL_OPS)
 def test_backward_twice_with_retain_graph_gives_the_same_grads(name):
     """backward must not overwrite what it saved, nor the upstream gradient it was given."""

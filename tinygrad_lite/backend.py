@@ -385,7 +385,7 @@ def parallel_rows(body, n_rows: int, elements_per_row: int = 1, xp=numpy, cache_
     threads = min(cpu_threads(), n_rows)
     if threads <= 1 or xp is not numpy or n_rows * elements_per_row < PARALLEL_MIN_ELEMENTS:
         threads = 1
-    rows_per_block = n_rows
+    rows_per_block = max(1, n_rows)
     if cache_blocks and xp is numpy:
         rows_per_block = max(1, CACHE_BLOCK_ELEMENTS // max(1, elements_per_row))
 

@@ -74,6 +74,9 @@ class Softmax(Function):
             y = cuda_kernels.softmax_forward(x, log=False)
             self.save_for_backward(y)
             return y
+        if x.size == 0:  # nothing to normalise (and max() over an empty axis has no answer)
+            self.save_for_backward(x)
+            return x.copy()
         y = x - x.max(axis=self.axis, keepdims=True)
         xp.exp(y, out=y)
         y /= y.sum(axis=self.axis, keepdims=True)
@@ -109,6 +112,9 @@ class LogSoftmax(Function):
             y = cuda_kernels.softmax_forward(x, log=True)
             self.save_for_backward(y)
             return y
+        if x.size == 0:  # nothing to normalise (and max() over an empty axis has no answer)
+            self.save_for_backward(x)
+            return x.copy()
         y = x - x.max(axis=self.axis, keepdims=True)
         log_sum_exp = xp.log(xp.exp(y).sum(axis=self.axis, keepdims=True))
         y -= log_sum_exp
@@ -321,9 +327,10 @@ class LayerNorm(Function):
                 self._grad_x(xp, g, gx, xhat[start:stop], rstd[start:stop], weight)
 
         backend.parallel_rows(chunk, xhat.shape[0], xhat.shape[1], xp=xp, cache_blocks=True)
-        weight_sums, bias_sums = zip(*(partial_sums[start] for start in sorted(partial_sums)))  # fixed order
-        grad_weight = sum(weight_sums[1:], weight_sums[0]) if need_weight else None
-        grad_bias = sum(bias_sums[1:], bias_sums[0]) if need_bias else None
+        chunk_sums = [partial_sums[start] for start in sorted(partial_sums)]  # a fixed order: reproducible
+        zeros = xp.zeros(xhat.shape[1], dtype=xhat.dtype)  # (also the answer when there are no rows)
+        grad_weight = sum((sums[0] for sums in chunk_sums), zeros) if need_weight else None
+        grad_bias = sum((sums[1] for sums in chunk_sums), zeros) if need_bias else None
         grad_x = g_xhat.reshape(grad.shape) if need_x else None
         return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
 
