@@ -131,3 +131,13 @@ def test_attention_on_big_matrices_splits_only_the_softmax(monkeypatch):
     assert stages == ["softmax", "softmax_backward"]
     for a, b in zip(per_core_slices, big):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_backend_empty_is_64_byte_aligned_and_usable():
+    for shape, dtype in [((1000, 7), np.float32), ((3, 5000), np.float64), ((4,), np.float32), ((0, 3), np.float32)]:
+        a = backend.empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        if a.nbytes >= backend.ALIGN_MIN_BYTES:
+            assert a.__array_interface__["data"][0] % 64 == 0
+        a[...] = 1
+        assert float(a.sum()) == a.size

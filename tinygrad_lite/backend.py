@@ -339,6 +339,35 @@ def tune_cpu_allocator() -> bool:
     return _allocator_tuned
 
 
+# ----------------------------------------------------- aligned arrays
+# NumPy takes its buffers from malloc, which aligns them to 16 bytes only. A SIMD loop over an array
+# whose start is not 64-byte aligned (a cache line; one AVX-512 register) splits loads across cache
+# lines: measured here, elementwise passes run 5-30% slower. The fused ops allocate their big
+# outputs and scratch arrays with ``empty`` instead. (CuPy's memory pool aligns to 512 bytes.)
+
+ALIGNMENT = 64
+ALIGN_MIN_BYTES = 1 << 14  # smaller arrays: the extra Python work costs more than it saves
+
+
+def empty(shape, dtype, xp=numpy):
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary (on the CPU)."""
+    shape = tuple(shape)
+    dtype = numpy.dtype(dtype)
+    nbytes = dtype.itemsize
+    for size in shape:
+        nbytes *= size
+    if xp is not numpy or ALIGNMENT <= 1 or nbytes < ALIGN_MIN_BYTES:
+        return xp.empty(shape, dtype=dtype)
+    raw = numpy.empty(nbytes + ALIGNMENT, dtype=numpy.uint8)
+    start = -raw.__array_interface__["data"][0] % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def empty_like(array):
+    """``empty`` with the shape and dtype of ``array`` (C order)."""
+    return empty(array.shape, array.dtype, xp_of(array))
+
+
 def overflow_allowed(xp):
     """A context in which exp overflowing to inf is expected (NumPy warns about it; CuPy never does)."""
     if xp is numpy:

@@ -271,7 +271,7 @@ class LayerNorm(Function):
 
         size = x.shape[-1]
         rows = x.reshape(-1, size)
-        xhat, out = xp.empty_like(rows), xp.empty_like(rows)
+        xhat, out = backend.empty_like(rows), backend.empty_like(rows)
         rstd = xp.empty((rows.shape[0], 1), dtype=x.dtype)
         # Row means as a matrix-vector product with a column of 1/D: one BLAS call,
         # several times faster than NumPy's reduction along the last axis.
@@ -314,7 +314,7 @@ class LayerNorm(Function):
         need_x = self.needs_input_grad[0]
         need_weight = self.has_weight and self.needs_input_grad[1]
         need_bias = self.has_bias and self.needs_input_grad[-1]
-        g_xhat = xp.empty_like(xhat)  # g * xhat, then (in place) dx
+        g_xhat = backend.empty_like(xhat)  # g * xhat, then (in place) dx
         partial_sums = {}  # first row of a chunk -> its rows' sums of g * xhat and of g
 
         def chunk(start, stop):
@@ -384,7 +384,7 @@ class Gelu(Function):
             return cuda_kernels.gelu_forward(x)
         xp = xp_of(x)
         flat = x.reshape(-1)  # also turns a 0-d x into a 1-element view, which takes out=
-        s, out = xp.empty_like(flat), xp.empty_like(flat)
+        s, out = backend.empty_like(flat), backend.empty_like(flat)
 
         def chunk(start, stop):
             xs, ss = flat[start:stop], s[start:stop]
@@ -408,7 +408,7 @@ class Gelu(Function):
         x, s = self.saved_tensors
         xp = xp_of(x)
         flat_grad = grad.reshape(-1)
-        dx, scratch = xp.empty_like(x), xp.empty_like(x)
+        dx, scratch = backend.empty_like(x), backend.empty_like(x)
 
         def chunk(start, stop):
             xs, ss, dxs, s_one_minus_s = x[start:stop], s[start:stop], dx[start:stop], scratch[start:stop]
@@ -488,10 +488,10 @@ class ScaledDotProductAttention(Function):
         batch = tuple(numpy.broadcast_shapes(q.shape[:-2], k.shape[:-2]))  # shape arithmetic only
         q, k, v = (xp.broadcast_to(a, (batch or (1,)) + a.shape[-2:]) for a in (q, k, v))  # views, one batch shape
         keys = k.shape[-2]
-        probs = xp.empty(q.shape[:-1] + (keys,), dtype=q.dtype)
+        probs = backend.empty(q.shape[:-1] + (keys,), q.dtype, xp)
         out = _empty_in_layout_of(xp, q, q.shape[:-1] + (v.shape[-1],))
         mask = _causal_mask(xp, q.shape[-2], keys, q.dtype) if is_causal else None
-        scaled_keys_t = xp.empty(k.shape[:-2] + (k.shape[-1], keys), dtype=k.dtype)
+        scaled_keys_t = backend.empty(k.shape[:-2] + (k.shape[-1], keys), k.dtype, xp)
 
         def scores(start, stop):  # S = Q (s K^T)
             xp.multiply(k[start:stop].swapaxes(-1, -2), self.scale, out=scaled_keys_t[start:stop])
@@ -531,8 +531,8 @@ class ScaledDotProductAttention(Function):
         grad_q = _empty_in_layout_of(xp, q, q.shape) if need_q else None
         grad_k = _empty_in_layout_of(xp, k, k.shape) if need_k else None
         grad_v = _empty_in_layout_of(xp, v, v.shape) if need_v else None
-        d_scores = xp.empty(probs.shape, dtype=probs.dtype) if need_q or need_k else None
-        scaled_values_t = xp.empty(v.shape[:-2] + (v.shape[-1], v.shape[-2]), dtype=v.dtype)
+        d_scores = backend.empty(probs.shape, probs.dtype, xp) if need_q or need_k else None
+        scaled_values_t = backend.empty(v.shape[:-2] + (v.shape[-1], v.shape[-2]), v.dtype, xp)
         ones = xp.ones(out.shape[-1], dtype=out.dtype)
 
         def first_products(start, stop):
@@ -596,8 +596,10 @@ def _empty_in_layout_of(xp, like, shape):
     turns back into (B, T, n_head * D) without a copy.
     """
     if 0 in like.strides:
-        return xp.empty(shape, dtype=like.dtype)
-    return xp.empty_like(like, shape=shape)
+        return backend.empty(shape, like.dtype, xp)
+    order = sorted(range(like.ndim), key=lambda axis: -like.strides[axis])  # outermost axis first
+    inverse = sorted(range(like.ndim), key=order.__getitem__)
+    return backend.empty([shape[axis] for axis in order], like.dtype, xp).transpose(inverse)
 
 
 def _causal_mask(xp, queries, keys, dtype):

@@ -1,6 +1,7 @@
 """Matrix multiplication, the op that does nearly all of a transformer's work."""
 from __future__ import annotations
 
+from .. import backend
 from ..autograd import Function, unbroadcast
 from ..backend import xp_of
 
@@ -65,7 +66,10 @@ class Linear(Function):
             raise ValueError(f"Linear: bias has shape {bias[0].shape}, expected ({weight.shape[0]},)")
         xp = xp_of(x)
         self.save_for_backward(x, weight)
-        out = xp.matmul(x.reshape(-1, x.shape[-1]), weight.T)  # weight.T is a view: BLAS reads it transposed
+        rows = x.reshape(-1, x.shape[-1])
+        out = xp.matmul(rows, weight.T, out=backend.empty((rows.shape[0], weight.shape[0]),
+                                                           xp.result_type(x.dtype, weight.dtype), xp))
+        # (weight.T is a view: BLAS reads it transposed; out is 64-byte aligned for the passes after)
         if bias:
             out += bias[0]
         return out.reshape(x.shape[:-1] + (weight.shape[0],))
