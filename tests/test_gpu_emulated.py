@@ -47,7 +47,6 @@ static thread_local dim3 threadIdx, blockIdx;
 static dim3 blockDim, gridDim;
 static std::barrier<>* emu_block_barrier = nullptr;
 static std::vector<std::unique_ptr<std::barrier<>>> emu_warp_barriers;
-static float emu_exchange[1024];
 
 #define __global__
 #define __device__
@@ -57,20 +56,13 @@ static float emu_exchange[1024];
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
 inline float __int_as_float(int bits) { float f; std::memcpy(&f, &bits, sizeof f); return f; }
 inline int emu_thread_id() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
-inline float __shfl_xor_sync(unsigned, float value, int lane_mask) {
+template <typename T>  // float and double: each type gets its own exchange slots
+inline T __shfl_xor_sync(unsigned, T value, int lane_mask) {
+    static T exchange[1024];  // one slot per thread of the block
     const int t = emu_thread_id(), warp = t / 32, lane = t % 32;
-    emu_exchange[t] = value;
+    exchange[t] = value;
     emu_warp_barriers[warp]->arrive_and_wait();
-    const float other = emu_exchange[warp * 32 + (lane ^ lane_mask)];
-    emu_warp_barriers[warp]->arrive_and_wait();
-    return other;
-}
-static double emu_exchange_double[1024];
-inline double __shfl_xor_sync(unsigned, double value, int lane_mask) {
-    const int t = emu_thread_id(), warp = t / 32, lane = t % 32;
-    emu_exchange_double[t] = value;
-    emu_warp_barriers[warp]->arrive_and_wait();
-    const double other = emu_exchange_double[warp * 32 + (lane ^ lane_mask)];
+    const T other = exchange[warp * 32 + (lane ^ lane_mask)];
     emu_warp_barriers[warp]->arrive_and_wait();
     return other;
 }
