@@ -18,6 +18,7 @@ NumPy and CuPy share that API, so one implementation of each op runs on both
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import numpy
@@ -353,9 +354,7 @@ def empty(shape, dtype, xp=numpy):
     """An uninitialised C-contiguous array whose data starts on a 64-byte boundary (on the CPU)."""
     shape = tuple(shape)
     dtype = numpy.dtype(dtype)
-    nbytes = dtype.itemsize
-    for size in shape:
-        nbytes *= size
+    nbytes = dtype.itemsize * math.prod(shape)
     if xp is not numpy or ALIGNMENT <= 1 or nbytes < ALIGN_MIN_BYTES:
         return xp.empty(shape, dtype=dtype)
     raw = numpy.empty(nbytes + ALIGNMENT, dtype=numpy.uint8)

@@ -532,7 +532,8 @@ class ScaledDotProductAttention(Function):
         grad_k = _empty_in_layout_of(xp, k, k.shape) if need_k else None
         grad_v = _empty_in_layout_of(xp, v, v.shape) if need_v else None
         d_scores = backend.empty(probs.shape, probs.dtype, xp) if need_q or need_k else None
-        scaled_values_t = backend.empty(v.shape[:-2] + (v.shape[-1], v.shape[-2]), v.dtype, xp)
+        scaled_values_t = (backend.empty(v.shape[:-2] + (v.shape[-1], v.shape[-2]), v.dtype, xp)
+                           if need_q or need_k else None)
         ones = xp.ones(out.shape[-1], dtype=out.dtype)
 
         def first_products(start, stop):
