@@ -111,14 +111,15 @@ def test_importing_the_library_first_lets_openblas_threads_sleep(module):
     assert result.stdout.strip() == "4"
 
 
-def test_attention_on_big_matrices_splits_only_the_softmax(monkeypatch):
-    """Big products run on the whole batch and only the softmax stage is split: same numbers as per-core slices."""
+def test_attention_with_big_products_and_a_short_batch_splits_only_the_softmax(monkeypatch):
+    """Big products and fewer batch entries than threads: BLAS runs each product whole and only the softmax
+    stage is split -- the same numbers as per-core slices."""
     from tinygrad_lite import fused
 
     op, shapes = OPS["attention"]
     rng = np.random.default_rng(2)
     arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "3")
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "3")  # the batch is 2
     monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
     per_core_slices = _run(op, arrays)
     monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 1)  # every product counts as big
@@ -131,6 +132,44 @@ def test_attention_on_big_matrices_splits_only_the_softmax(monkeypatch):
     assert stages == ["softmax", "softmax_backward"]
     for a, b in zip(per_core_slices, big):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_with_big_products_runs_them_per_core_in_row_blocks(monkeypatch):
+    """Big products and a batch slice for every thread: each thread runs all stages on its slice, with every
+    product cut into row blocks (and a shorter last block) -- the same numbers as one unsplit thread."""
+    from tinygrad_lite import fused
+
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((4, 2, 7, 3)).astype(np.float32) for _ in range(3))
+    op = OPS["attention"][0]
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "1")
+    single = _run(op, [q, k, v])
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "2")
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 2 * 3 * 7)  # blocks of 2 rows: 7 = 2 + 2 + 2 + 1
+    stages, block_products = [], []
+    real_parallel_rows, real_blocked = backend.parallel_rows, fused._matmul_on_one_core
+    monkeypatch.setattr(backend, "parallel_rows", lambda body, *a, **kw: (stages.append(body.__name__),
+                                                                          real_parallel_rows(body, *a, **kw)))
+    monkeypatch.setattr(fused, "_matmul_on_one_core", lambda xp, a, b, out: (block_products.append(a.shape),
+                                                                             real_blocked(xp, a, b, out)))
+    threaded = _run(op, [q, k, v])
+    assert stages == ["all_stages", "all_stages"] and len(block_products) == 2 * (2 + 4)
+    for a, b in zip(single, threaded):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 6, 7, 8])
+def test_matmul_on_one_core_equals_matmul_for_every_layout(rows, monkeypatch):
+    from tinygrad_lite import fused
+
+    monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 3 * 5 * 2)  # blocks of 2 rows (3 x 5 right operands)
+    rng = np.random.default_rng(rows)
+    a = rng.standard_normal((2, 4, 3, rows)).astype(np.float32).swapaxes(-1, -2)  # a transposed view
+    b = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    out = np.full((2, rows, 4, 5), np.nan, dtype=np.float32).transpose(0, 2, 1, 3)  # written through a view
+    fused._matmul_on_one_core(np, a, b, out)
+    np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-6, atol=1e-6)
 
 
 def test_backend_empty_is_64_byte_aligned_and_usable():

@@ -448,10 +448,10 @@ class ScaledDotProductAttention(Function):
     Forward saves Q, K, V, P and the output.
 
     The array path (the CPU's, and the GPU's fallback) splits the work over
-    the leading batch axis (``_run_in_stages``): with small matrices each core
-    takes a slice and runs its products and its softmax on its own; with big
-    ones BLAS spreads each product over the cores and only the softmax is
-    split. The output and the input gradients are laid out in memory like q
+    the leading batch axis (``_run_in_stages``): each core takes a slice and
+    runs its products (in row blocks small enough that BLAS keeps them on
+    that core) and its softmax on its own; only a batch too short to give
+    every core a slice has BLAS spread each product over the cores. The output and the input gradients are laid out in memory like q
     (``_empty_in_layout_of``). Two details keep NumPy on its fast paths:
 
     * s is applied while copying K^T (in backward, V^T) into a contiguous
@@ -495,7 +495,7 @@ class ScaledDotProductAttention(Function):
 
         def scores(start, stop):  # S = Q (s K^T)
             xp.multiply(k[start:stop].swapaxes(-1, -2), self.scale, out=scaled_keys_t[start:stop])
-            xp.matmul(q[start:stop], scaled_keys_t[start:stop], out=probs[start:stop])
+            _matmul_on_one_core(xp, q[start:stop], scaled_keys_t[start:stop], probs[start:stop])
 
         def softmax(start, stop):  # P = softmax(S), in place
             if not _softmax_unshifted(xp, probs[start:stop], mask):
@@ -503,7 +503,7 @@ class ScaledDotProductAttention(Function):
                 _softmax_shifted_by_max(xp, probs[start:stop], mask)
 
         def weighted_values(start, stop):  # out = P V
-            xp.matmul(probs[start:stop], v[start:stop], out=out[start:stop])
+            _matmul_on_one_core(xp, probs[start:stop], v[start:stop], out[start:stop])
 
         _run_in_stages(xp, q, k, v, scores, softmax, weighted_values)
         self.save_for_backward(q, k, v, probs, out)
@@ -538,10 +538,10 @@ class ScaledDotProductAttention(Function):
 
         def first_products(start, stop):
             if need_v:  # dV = P^T G
-                xp.matmul(probs[start:stop].swapaxes(-1, -2), grad[start:stop], out=grad_v[start:stop])
+                _matmul_on_one_core(xp, probs[start:stop].swapaxes(-1, -2), grad[start:stop], grad_v[start:stop])
             if need_q or need_k:  # s dP = G (s V^T)
                 xp.multiply(v[start:stop].swapaxes(-1, -2), self.scale, out=scaled_values_t[start:stop])
-                xp.matmul(grad[start:stop], scaled_values_t[start:stop], out=d_scores[start:stop])
+                _matmul_on_one_core(xp, grad[start:stop], scaled_values_t[start:stop], d_scores[start:stop])
 
         def softmax_backward(start, stop):  # s dS = P * (s dP - s rowsum),  rowsum_i = G_i . out_i
             if need_q or need_k:
@@ -553,40 +553,68 @@ class ScaledDotProductAttention(Function):
 
         def second_products(start, stop):
             if need_q:  # dQ = (s dS) K
-                xp.matmul(d_scores[start:stop], k[start:stop], out=grad_q[start:stop])
+                _matmul_on_one_core(xp, d_scores[start:stop], k[start:stop], grad_q[start:stop])
             if need_k:  # dK = (s dS)^T Q
-                xp.matmul(d_scores[start:stop].swapaxes(-1, -2), q[start:stop], out=grad_k[start:stop])
+                _matmul_on_one_core(xp, d_scores[start:stop].swapaxes(-1, -2), q[start:stop], grad_k[start:stop])
 
         _run_in_stages(xp, q, k, v, first_products, softmax_backward, second_products)
         return tuple(None if g is None else unbroadcast(g, shape)
                      for g, shape in zip((grad_q, grad_k, grad_v), self.input_shapes))
 
 
-# OpenBLAS runs a product with m * n * k below 2^18 on one core, however many it may use.
-_ONE_CORE_PRODUCT = 1 << 18
+# OpenBLAS keeps a product with m * n * k up to about 2^19 on the calling core (measured with
+# NumPy's OpenBLAS: 48 x 64 x 256 ran on one core, 64 x 64 x 256 on two); bigger ones use every core.
+_ONE_CORE_PRODUCT = 1 << 19
 
 
 def _run_in_stages(xp, q, k, v, products_before, elementwise, products_after) -> None:
     """Run the three stages of attention (each a function of a batch slice ``start, stop``).
 
-    Small matrices (BLAS keeps each product on one core): each core takes a
-    slice of the batch and runs all three stages on it. Big matrices (BLAS
-    spreads every product over the cores itself): the products run on the
-    whole batch, one after the other, and only the elementwise stage is split.
+    When there is a batch slice for every core, each core takes one and runs
+    all three stages on it: its products (``_matmul_on_one_core``), then its
+    softmax, then its products again, with no hand-offs between the stages.
+    With fewer batch entries than cores (one long sequence), the products run
+    on the whole batch, BLAS spreading each over the cores, and only the
+    elementwise stage is split.
     """
     batch, queries, keys = q.shape[0], q.shape[-2], k.shape[-2]
     work_per_entry = math.prod(q.shape[1:-2]) * queries * keys
-    if queries * keys * max(q.shape[-1], v.shape[-1]) < _ONE_CORE_PRODUCT:
+    small = queries * keys * max(q.shape[-1], v.shape[-1]) <= _ONE_CORE_PRODUCT
+    if small or batch >= backend.cpu_threads():
         def all_stages(start, stop):
             products_before(start, stop)
             elementwise(start, stop)
             products_after(start, stop)
 
-        backend.parallel_rows(all_stages, batch, work_per_entry, xp=xp)
+        backend.parallel_rows(all_stages, batch, work_per_entry, xp=xp, cache_blocks=not small)
     else:
         products_before(0, batch)
         backend.parallel_rows(elementwise, batch, work_per_entry, xp=xp, cache_blocks=True)
         products_after(0, batch)
+
+
+def _matmul_on_one_core(xp, a, b, out) -> None:
+    """out = a @ b for stacks of matrices, in BLAS calls small enough to stay on the calling core.
+
+    A big product is cut into blocks of rows: (..., rows, k) is viewed as
+    (..., rows / r, r, k), so NumPy's batched loop makes one r x k x n BLAS
+    call per block, each below ``_ONE_CORE_PRODUCT``. (Left whole, BLAS would
+    spread the product over every core while the other cores run their own
+    slices of attention, and the threads would fight.)
+    """
+    rows, inner, cols = a.shape[-2], a.shape[-1], b.shape[-1]
+    block = max(1, _ONE_CORE_PRODUCT // max(1, inner * cols))
+    if xp is not numpy or block >= rows:
+        xp.matmul(a, b, out=out)
+        return
+    whole = rows - rows % block  # rows in whole blocks; a shorter block of the rest follows
+
+    def in_blocks(matrix):  # splitting an axis is always a view, so writes to out land in out
+        return matrix[..., :whole, :].reshape(matrix.shape[:-2] + (whole // block, block, matrix.shape[-1]))
+
+    xp.matmul(in_blocks(a), b[..., None, :, :], out=in_blocks(out))
+    if whole < rows:
+        xp.matmul(a[..., whole:, :], b, out=out[..., whole:, :])
 
 
 def _empty_in_layout_of(xp, like, shape):
