@@ -22,7 +22,7 @@ from hypothesis.extra import numpy as hnp
 
 import tinygrad_lite as tl
 import tinygrad_lite.functional as F
-from tinygrad_lite import fused
+from tinygrad_lite import backend, fused
 
 DTYPES = [np.float64, np.float32]
 TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
@@ -362,9 +362,34 @@ def test_attention_gradcheck(is_causal):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("queries", [4, 7])
+def test_long_causal_attention_in_blocks_of_rows_matches_torch(queries, threads, dtype, monkeypatch):
+    """Causal attention over >= 2 blocks of queries keeps P as blocks (rows a:b hold keys :b only);
+    blocks of 2 rows make that happen on small inputs (7 rows: 2 + 2 + 2 + 1), one thread or two."""
+    monkeypatch.setattr(fused, "_CAUSAL_BLOCK_ROWS", 2)
+    monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 6)  # and cut the products into row blocks too
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", str(threads))
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    case = random_arrays(queries, (3, 2, queries, 3), (3, 2, queries, 3), (3, 2, queries, 2), scale=1.5)
+    assert_fused_matches_torch(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                               lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True), case, dtype)
+    out = F.scaled_dot_product_attention(*(tl.Tensor(a, dtype=dtype, requires_grad=True) for a in case), is_causal=True)
+    expected_blocks = [(slice(a, min(a + 2, queries)), min(a + 2, queries)) for a in range(0, queries, 2)]
+    assert out._ctx.blocks == expected_blocks
+    assert [block.shape[-2:] for block in out._ctx.saved_tensors[3]] == [(b.stop - b.start, seen)
+                                                                          for b, seen in expected_blocks]
+    tensors = [tl.Tensor(a, dtype=np.float64, requires_grad=True) for a in case]
+    assert tl.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), tensors)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("block_rows", [64, 2], ids=["one-block", "blocks-of-2"])
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["overflow", "underflow"])
-def test_attention_with_huge_scores_falls_back_to_the_row_max(sign, dtype, monkeypatch):
-    """The array path first tries exp(S) unshifted; scores in the thousands must take the textbook path."""
+def test_attention_with_huge_scores_falls_back_to_the_row_max(sign, block_rows, dtype, monkeypatch):
+    """The array path first tries exp(S) unshifted; scores in the thousands must take the textbook path
+    (for every block of P when causal attention keeps it in blocks of rows)."""
+    monkeypatch.setattr(fused, "_CAUSAL_BLOCK_ROWS", block_rows)
     fallbacks = []
     textbook = fused._softmax_shifted_by_max
     monkeypatch.setattr(fused, "_softmax_shifted_by_max", lambda *a: fallbacks.append(1) or textbook(*a))
@@ -378,7 +403,7 @@ def test_attention_with_huge_scores_falls_back_to_the_row_max(sign, dtype, monke
                 lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=is_causal),
                 lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=is_causal), case, dtype,
                 atol32=1e-4)  # float32 gradients: terms of size ~30 cancel in dS
-    assert len(fallbacks) == 2
+    assert len(fallbacks) == (2 if block_rows == 64 else 1 + 3)  # full: one block; causal: 6 rows in 3 blocks
 
 
 def test_attention_causal_mask_is_top_left_aligned():

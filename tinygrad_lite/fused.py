@@ -451,8 +451,12 @@ class ScaledDotProductAttention(Function):
     the leading batch axis (``_run_in_stages``): each core takes a slice and
     runs its products (in row blocks small enough that BLAS keeps them on
     that core) and its softmax on its own; only a batch too short to give
-    every core a slice has BLAS spread each product over the cores. The output and the input gradients are laid out in memory like q
-    (``_empty_in_layout_of``). Two details keep NumPy on its fast paths:
+    every core a slice has BLAS spread each product over the cores. Long
+    causal attention skips the masked upper triangle: P is kept as blocks of
+    query rows, block a:b holding only keys :b (``_causal_blocks``), so
+    nothing is computed where P is 0. The output and the input gradients
+    are laid out in memory like q (``_empty_in_layout_of``). Two details
+    keep NumPy on its fast paths:
 
     * s is applied while copying K^T (in backward, V^T) into a contiguous
       array, slice by slice: the scores arrive scaled (and dP arrives as
@@ -488,22 +492,31 @@ class ScaledDotProductAttention(Function):
         batch = tuple(numpy.broadcast_shapes(q.shape[:-2], k.shape[:-2]))  # shape arithmetic only
         q, k, v = (xp.broadcast_to(a, (batch or (1,)) + a.shape[-2:]) for a in (q, k, v))  # views, one batch shape
         keys = k.shape[-2]
-        probs = backend.empty(q.shape[:-1] + (keys,), q.dtype, xp)
+        # P in blocks of query rows: causal rows a:b only reach keys :b (one block, all of P, otherwise)
+        self.blocks = _causal_blocks(q.shape[-2], keys, is_causal)
+        probs = tuple(backend.empty(q.shape[:-2] + (rows.stop - rows.start, seen), q.dtype, xp)
+                      for rows, seen in self.blocks)
         out = _empty_in_layout_of(xp, q, q.shape[:-1] + (v.shape[-1],))
         mask = _causal_mask(xp, q.shape[-2], keys, q.dtype) if is_causal else None
         scaled_keys_t = backend.empty(k.shape[:-2] + (k.shape[-1], keys), k.dtype, xp)
 
-        def scores(start, stop):  # S = Q (s K^T)
+        def scores(start, stop):  # S = Q (s K^T), -inf where a query must not see a key
             xp.multiply(k[start:stop].swapaxes(-1, -2), self.scale, out=scaled_keys_t[start:stop])
-            _matmul_on_one_core(xp, q[start:stop], scaled_keys_t[start:stop], probs[start:stop])
+            for (rows, seen), block in zip(self.blocks, probs):
+                _matmul_on_one_core(xp, q[start:stop, ..., rows, :], scaled_keys_t[start:stop, ..., :seen],
+                                    block[start:stop])
+                if mask is not None:  # rows a:b see every key before a: only columns a: need the mask
+                    block[start:stop, ..., rows.start:] += mask[rows, rows.start:seen]
 
         def softmax(start, stop):  # P = softmax(S), in place
-            if not _softmax_unshifted(xp, probs[start:stop], mask):
+            if not all(_softmax_unshifted(xp, block[start:stop]) for block in probs):
                 scores(start, stop)
-                _softmax_shifted_by_max(xp, probs[start:stop], mask)
+                for block in probs:
+                    _softmax_shifted_by_max(xp, block[start:stop])
 
         def weighted_values(start, stop):  # out = P V
-            _matmul_on_one_core(xp, probs[start:stop], v[start:stop], out[start:stop])
+            for (rows, seen), block in zip(self.blocks, probs):
+                _matmul_on_one_core(xp, block[start:stop], v[start:stop, ..., :seen, :], out[start:stop, ..., rows, :])
 
         _run_in_stages(xp, q, k, v, scores, softmax, weighted_values)
         self.save_for_backward(q, k, v, probs, out)
@@ -531,31 +544,36 @@ class ScaledDotProductAttention(Function):
         grad_q = _empty_in_layout_of(xp, q, q.shape) if need_q else None
         grad_k = _empty_in_layout_of(xp, k, k.shape) if need_k else None
         grad_v = _empty_in_layout_of(xp, v, v.shape) if need_v else None
-        d_scores = backend.empty(probs.shape, probs.dtype, xp) if need_q or need_k else None
+        d_scores = tuple(backend.empty(block.shape, block.dtype, xp) for block in probs) if need_q or need_k else ()
         scaled_values_t = (backend.empty(v.shape[:-2] + (v.shape[-1], v.shape[-2]), v.dtype, xp)
                            if need_q or need_k else None)
         ones = xp.ones(out.shape[-1], dtype=out.dtype)
 
         def first_products(start, stop):
-            if need_v:  # dV = P^T G
-                _matmul_on_one_core(xp, probs[start:stop].swapaxes(-1, -2), grad[start:stop], grad_v[start:stop])
+            if need_v:  # dV = P^T G, block by block
+                _sum_of_block_products(xp, self.blocks, probs, grad, grad_v, start, stop)
             if need_q or need_k:  # s dP = G (s V^T)
                 xp.multiply(v[start:stop].swapaxes(-1, -2), self.scale, out=scaled_values_t[start:stop])
-                _matmul_on_one_core(xp, grad[start:stop], scaled_values_t[start:stop], d_scores[start:stop])
+                for (rows, seen), d_block in zip(self.blocks, d_scores):
+                    _matmul_on_one_core(xp, grad[start:stop, ..., rows, :], scaled_values_t[start:stop, ..., :seen],
+                                        d_block[start:stop])
 
         def softmax_backward(start, stop):  # s dS = P * (s dP - s rowsum),  rowsum_i = G_i . out_i
             if need_q or need_k:
-                g, o, d = grad[start:stop], out[start:stop], d_scores[start:stop]
-                row_sums = (g * o).reshape(-1, o.shape[-1]) @ ones  # a BLAS matrix-vector product
+                g, o = grad[start:stop], out[start:stop]
+                row_sums = ((g * o).reshape(-1, o.shape[-1]) @ ones).reshape(o.shape[:-1] + (1,))  # BLAS gemv
                 row_sums *= self.scale
-                d -= row_sums.reshape(d.shape[:-1] + (1,))
-                d *= probs[start:stop]
+                for (rows, _), block, d_block in zip(self.blocks, probs, d_scores):
+                    d_block[start:stop] -= row_sums[..., rows, :]
+                    d_block[start:stop] *= block[start:stop]
 
         def second_products(start, stop):
             if need_q:  # dQ = (s dS) K
-                _matmul_on_one_core(xp, d_scores[start:stop], k[start:stop], grad_q[start:stop])
-            if need_k:  # dK = (s dS)^T Q
-                _matmul_on_one_core(xp, d_scores[start:stop].swapaxes(-1, -2), q[start:stop], grad_k[start:stop])
+                for (rows, seen), d_block in zip(self.blocks, d_scores):
+                    _matmul_on_one_core(xp, d_block[start:stop], k[start:stop, ..., :seen, :],
+                                        grad_q[start:stop, ..., rows, :])
+            if need_k:  # dK = (s dS)^T Q, block by block
+                _sum_of_block_products(xp, self.blocks, d_scores, q, grad_k, start, stop)
 
         _run_in_stages(xp, q, k, v, first_products, softmax_backward, second_products)
         return tuple(None if g is None else unbroadcast(g, shape)
@@ -586,11 +604,51 @@ def _run_in_stages(xp, q, k, v, products_before, elementwise, products_after) ->
             elementwise(start, stop)
             products_after(start, stop)
 
-        backend.parallel_rows(all_stages, batch, work_per_entry, xp=xp, cache_blocks=not small)
+        backend.parallel_rows(all_stages, batch, work_per_entry, xp=xp)
     else:
         products_before(0, batch)
         backend.parallel_rows(elementwise, batch, work_per_entry, xp=xp, cache_blocks=True)
         products_after(0, batch)
+
+
+# Causal attention over at least two blocks of this many queries skips the masked upper triangle.
+_CAUSAL_BLOCK_ROWS = 64
+
+
+def _causal_blocks(queries, keys, is_causal):
+    """The blocks of query rows attention keeps P in: pairs (rows, seen), rows a:b seeing keys :seen.
+
+    Causal query rows a:b see only keys :b, so their block holds only those
+    columns of S, P, dP and dS: the upper triangle, where P is 0, is never
+    computed. With n blocks that is (n + 1) / 2n of the work: 5/8 for 4.
+    Each block is an array of its own, so NumPy's passes over it run on
+    contiguous memory (over a strided piece of a bigger array they run
+    ~1.8x slower). Without a causal mask, or for a short or non-square one,
+    there is one block: the whole matrix.
+    """
+    if not is_causal or queries != keys or queries < 2 * _CAUSAL_BLOCK_ROWS:
+        return [(slice(0, queries), keys)]
+    bounds = list(range(0, queries, _CAUSAL_BLOCK_ROWS)) + [queries]
+    return [(slice(a, b), b) for a, b in zip(bounds, bounds[1:])]
+
+
+def _sum_of_block_products(xp, blocks, left_blocks, right, out, start, stop) -> None:
+    """out = L^T R on the batch slice start:stop, for L kept in blocks of rows (``_causal_blocks``).
+
+    Block a:b of L covers columns :seen, so it adds L[a:b, :seen]^T R[a:b] to
+    the first ``seen`` rows of out. The block that reaches furthest (all of
+    out's rows) writes first; the others are added to it.
+    """
+    order = sorted(range(len(blocks)), key=lambda index: -blocks[index][1])
+    for position, index in enumerate(order):
+        (rows, seen), left = blocks[index], left_blocks[index][start:stop].swapaxes(-1, -2)
+        target = out[start:stop, ..., :seen, :]
+        if position == 0:
+            _matmul_on_one_core(xp, left, right[start:stop, ..., rows, :], target)
+        else:
+            partial = backend.empty(target.shape, target.dtype, xp)
+            _matmul_on_one_core(xp, left, right[start:stop, ..., rows, :], partial)
+            target += partial
 
 
 def _matmul_on_one_core(xp, a, b, out) -> None:
@@ -636,16 +694,14 @@ def _causal_mask(xp, queries, keys, dtype):
     return xp.where(xp.triu(xp.ones((queries, keys), dtype=bool), k=1), -xp.inf, 0.0).astype(dtype)
 
 
-def _softmax_unshifted(xp, scores, mask) -> bool:
-    """Softmax over the last axis of ``scores`` in place, with no shift: P = exp(S) / sum(exp(S)).
+def _softmax_unshifted(xp, scores) -> bool:
+    """Softmax over the last axis of ``scores`` (contiguous) in place, with no shift: P = exp(S) / sum(exp(S)).
 
     Returns False, leaving ``scores`` garbage, if a row sum left the range where
     that is accurate (above the largest float, or below the square root of
     the smallest normal one, where exp's small terms lose precision).
     """
     rows = scores.reshape(-1, scores.shape[-1])
-    if mask is not None:
-        scores += mask
     with backend.overflow_allowed(xp):  # an overflow is caught below and handled
         xp.exp(rows, out=rows)
     sums = rows @ xp.ones(rows.shape[1], dtype=rows.dtype)  # a BLAS matrix-vector product
@@ -656,10 +712,8 @@ def _softmax_unshifted(xp, scores, mask) -> bool:
     return True
 
 
-def _softmax_shifted_by_max(xp, scores, mask) -> None:
+def _softmax_shifted_by_max(xp, scores) -> None:
     """Softmax over the last axis of ``scores`` in place, the textbook way (shift by the row max)."""
-    if mask is not None:
-        scores += mask
     scores -= scores.max(axis=-1, keepdims=True)
     xp.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
