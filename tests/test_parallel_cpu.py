@@ -88,6 +88,37 @@ def test_parallel_rows_covers_every_row_once_and_reraises(monkeypatch):
         backend.parallel_rows(failing, 10)
 
 
+def test_parallel_rows_nested_or_from_two_threads_falls_back_to_one_thread(monkeypatch):
+    """The worker threads serve one call at a time: a call made while they are busy (from inside a body,
+    or from another thread) runs in its own thread instead of waiting for them -- no deadlock."""
+    import threading
+
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "2")
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    hits = np.zeros((8, 8), dtype=int)
+
+    def outer(start, stop):
+        for row in range(start, stop):
+            backend.parallel_rows(lambda a, b: hits[row, a:b].__iadd__(1), 8)
+
+    backend.parallel_rows(outer, 8)
+    assert (hits == 1).all()
+
+    totals = []
+    callers = [threading.Thread(target=lambda: totals.append(_sum_in_parallel(10_000))) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert totals == [sum(range(10_000))] * 4
+
+
+def _sum_in_parallel(n: int) -> int:
+    values, partial = np.arange(n), {}
+    backend.parallel_rows(lambda a, b: partial.__setitem__(a, int(values[a:b].sum())), n)
+    return sum(partial.values())
+
+
 def test_allocator_tuning_is_applied_on_glibc_and_can_be_turned_off(monkeypatch):
     import platform
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
