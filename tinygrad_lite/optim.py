@@ -561,7 +561,11 @@ def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> float
         if backend.is_cuda(grad.data) and cuda_kernels.supports(grad.data) and grad.data.flags.c_contiguous:
             fused.append(grad)
         else:
-            sum_of_squares += float((grad.data * grad.data).sum())
+            flat = grad.data.reshape(-1)
+            if flat.dtype.kind == "f" and flat.dtype.itemsize >= 4:  # a BLAS dot: one pass, no temporary
+                sum_of_squares += float(flat @ flat)
+            else:  # (half precision would overflow its own accumulator)
+                sum_of_squares += float((flat.astype("float64") ** 2).sum())
     if fused:
         sum_of_squares += cuda_kernels.sum_of_squares([grad.data for grad in fused])
     total_norm = math.sqrt(sum_of_squares)
