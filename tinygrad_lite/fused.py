@@ -541,9 +541,7 @@ class ScaledDotProductAttention(Function):
             return grad_q, grad_k, grad_v
 
         grad = xp.broadcast_to(grad.reshape(out.shape), out.shape)
-        grad_q = _empty_in_layout_of(xp, q, q.shape) if need_q else None
-        grad_k = _empty_in_layout_of(xp, k, k.shape) if need_k else None
-        grad_v = _empty_in_layout_of(xp, v, v.shape) if need_v else None
+        grad_q, grad_k, grad_v = _empty_side_by_side(xp, (q, k, v), (need_q, need_k, need_v))
         d_scores = tuple(backend.empty(block.shape, block.dtype, xp) for block in probs) if need_q or need_k else ()
         scaled_values_t = (backend.empty(v.shape[:-2] + (v.shape[-1], v.shape[-2]), v.dtype, xp)
                            if need_q or need_k else None)
@@ -675,18 +673,40 @@ def _matmul_on_one_core(xp, a, b, out) -> None:
         xp.matmul(a[..., whole:, :], b, out=out[..., whole:, :])
 
 
-def _empty_in_layout_of(xp, like, shape):
+def _empty_in_layout_of(xp, like, shape, strides=None):
     """An empty array of ``shape`` laid out in memory like ``like`` (a broadcast ``like``: plain C order).
 
     Attention's q, k, v are usually (B, T, n_head, D) tensors viewed as
     (B, n_head, T, D); an output or gradient with that same memory order
-    turns back into (B, T, n_head * D) without a copy.
+    turns back into (B, T, n_head * D) without a copy. (``strides``, if
+    given, stand in for ``like``'s.)
     """
-    if 0 in like.strides:
+    strides = like.strides if strides is None else strides
+    if 0 in strides:
         return backend.empty(shape, like.dtype, xp)
-    order = sorted(range(like.ndim), key=lambda axis: -like.strides[axis])  # outermost axis first
-    inverse = sorted(range(like.ndim), key=order.__getitem__)
+    order = sorted(range(len(shape)), key=lambda axis: -strides[axis])  # outermost axis first
+    inverse = sorted(range(len(shape)), key=order.__getitem__)
     return backend.empty([shape[axis] for axis in order], like.dtype, xp).transpose(inverse)
+
+
+def _empty_side_by_side(xp, arrays, wanted):
+    """Empty gradients for ``arrays`` (None where not ``wanted``), each laid out like its array.
+
+    When the arrays are evenly spaced pieces of one buffer with the same shape
+    and strides -- q, k and v split from one c_attn output -- the gradients
+    are pieces of one new buffer, spaced the same way: the split's backward
+    then takes that buffer as its gradient instead of copying the three into
+    one (``ops.movement._side_by_side``).
+    """
+    first = arrays[0]
+    if all(wanted) and not backend.is_cuda(first) and all(
+            a.shape == first.shape and a.strides == first.strides and a.dtype == first.dtype for a in arrays):
+        starts = [a.__array_interface__["data"][0] for a in arrays]
+        step = starts[1] - starts[0]
+        if step > 0 and starts == [starts[0] + i * step for i in range(len(arrays))]:
+            stacked = _empty_in_layout_of(xp, first, (len(arrays),) + first.shape, (step,) + first.strides)
+            return tuple(stacked[i] for i in range(len(arrays)))
+    return tuple(_empty_in_layout_of(xp, a, a.shape) if need else None for a, need in zip(arrays, wanted))
 
 
 def _causal_mask(xp, queries, keys, dtype):
