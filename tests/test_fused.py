@@ -372,6 +372,9 @@ def test_long_causal_attention_in_blocks_of_rows_matches_torch(queries, threads,
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", str(threads))
     monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
     case = random_arrays(queries, (3, 2, queries, 3), (3, 2, queries, 3), (3, 2, queries, 2), scale=1.5)
+    assert_fused_matches_reference(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                   lambda q, k, v: F.scaled_dot_product_attention_reference(q, k, v, is_causal=True),
+                                   case, dtype, fused.ScaledDotProductAttention)
     assert_fused_matches_torch(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
                                lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True), case, dtype)
     out = F.scaled_dot_product_attention(*(tl.Tensor(a, dtype=dtype, requires_grad=True) for a in case), is_causal=True)
