@@ -401,8 +401,10 @@ def parallel_rows(body, n_rows: int, elements_per_row: int = 1, xp=numpy, cache_
     """Call ``body(start, stop)`` on contiguous chunks covering rows [0, n_rows), in parallel.
 
     ``body`` must only write rows start..stop of its outputs (so chunks never
-    touch the same memory). Small jobs, and GPU arrays (``xp`` is CuPy: the
-    GPU is parallel already), run in the calling thread.
+    touch the same memory). Small jobs, GPU arrays (``xp`` is CuPy: the GPU
+    is parallel already), and calls made while the worker threads serve
+    another call (from inside a ``body``, or from a second thread of yours)
+    run in the calling thread.
 
     With ``cache_blocks`` each thread walks its rows in blocks of about
     ``CACHE_BLOCK_ELEMENTS`` elements: for a body that is a chain of passes
