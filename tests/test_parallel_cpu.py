@@ -113,6 +113,21 @@ def test_parallel_rows_nested_or_from_two_threads_falls_back_to_one_thread(monke
     assert totals == [sum(range(10_000))] * 4
 
 
+def test_parallel_rows_interrupted_while_waiting_starts_fresh_workers(monkeypatch):
+    """Ctrl-C while the caller waits for a worker: the interrupt propagates, and the next call does not
+    reuse the interrupted worker (it may still be running) but starts new ones."""
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "2")
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    backend.parallel_rows(lambda a, b: None, 4)  # make sure a worker exists
+    interrupted = backend._workers[0]
+    real_wait = interrupted.wait
+    monkeypatch.setattr(interrupted, "wait", lambda: (real_wait(), (_ for _ in ()).throw(KeyboardInterrupt())))
+    with pytest.raises(KeyboardInterrupt):
+        backend.parallel_rows(lambda a, b: None, 4)
+    assert _sum_in_parallel(1000) == sum(range(1000))
+    assert interrupted not in backend._workers
+
+
 def _sum_in_parallel(n: int) -> int:
     values, partial = np.arange(n), {}
     backend.parallel_rows(lambda a, b: partial.__setitem__(a, int(values[a:b].sum())), n)
