@@ -170,12 +170,14 @@ def test_attention_with_big_products_and_a_short_batch_splits_only_the_softmax(m
     per_core_slices = _run(op, arrays)
     monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 1)  # every product counts as big
     monkeypatch.setattr(backend, "CACHE_BLOCK_ELEMENTS", 8)
-    stages = []
-    real_parallel_rows = backend.parallel_rows
+    stages, one_core_products = [], []
+    real_parallel_rows, real_one_core = backend.parallel_rows, fused._matmul_on_one_core
     monkeypatch.setattr(backend, "parallel_rows", lambda body, *a, **k: (stages.append(body.__name__),
                                                                          real_parallel_rows(body, *a, **k)))
+    monkeypatch.setattr(fused, "_matmul_on_one_core", lambda *a: (one_core_products.append(1), real_one_core(*a)))
     big = _run(op, arrays)
     assert stages == ["softmax", "softmax_backward"]
+    assert one_core_products == []  # the products were not cut down to one core's size
     for a, b in zip(per_core_slices, big):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

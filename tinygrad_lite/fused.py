@@ -500,23 +500,22 @@ class ScaledDotProductAttention(Function):
         mask = _causal_mask(xp, q.shape[-2], keys, q.dtype) if is_causal else None
         scaled_keys_t = backend.empty(k.shape[:-2] + (k.shape[-1], keys), k.dtype, xp)
 
-        def scores(start, stop):  # S = Q (s K^T), -inf where a query must not see a key
+        def scores(start, stop, matmul):  # S = Q (s K^T), -inf where a query must not see a key
             xp.multiply(k[start:stop].swapaxes(-1, -2), self.scale, out=scaled_keys_t[start:stop])
             for (rows, seen), block in zip(self.blocks, probs):
-                _matmul_on_one_core(xp, q[start:stop, ..., rows, :], scaled_keys_t[start:stop, ..., :seen],
-                                    block[start:stop])
+                matmul(xp, q[start:stop, ..., rows, :], scaled_keys_t[start:stop, ..., :seen], block[start:stop])
                 if mask is not None:  # rows a:b see every key before a: only columns a: need the mask
                     block[start:stop, ..., rows.start:] += mask[rows, rows.start:seen]
 
         def softmax(start, stop):  # P = softmax(S), in place
             if not all(_softmax_unshifted(xp, block[start:stop]) for block in probs):
-                scores(start, stop)
+                scores(start, stop, _matmul_on_one_core)  # (this runs on one core's slice)
                 for block in probs:
                     _softmax_shifted_by_max(xp, block[start:stop])
 
-        def weighted_values(start, stop):  # out = P V
+        def weighted_values(start, stop, matmul):  # out = P V
             for (rows, seen), block in zip(self.blocks, probs):
-                _matmul_on_one_core(xp, block[start:stop], v[start:stop, ..., :seen, :], out[start:stop, ..., rows, :])
+                matmul(xp, block[start:stop], v[start:stop, ..., :seen, :], out[start:stop, ..., rows, :])
 
         _run_in_stages(xp, q, k, v, scores, softmax, weighted_values)
         self.save_for_backward(q, k, v, probs, out)
@@ -547,14 +546,14 @@ class ScaledDotProductAttention(Function):
                            if need_q or need_k else None)
         ones = xp.ones(out.shape[-1], dtype=out.dtype)
 
-        def first_products(start, stop):
+        def first_products(start, stop, matmul):
             if need_v:  # dV = P^T G, block by block
-                _sum_of_block_products(xp, self.blocks, probs, grad, grad_v, start, stop)
+                _sum_of_block_products(matmul, xp, self.blocks, probs, grad, grad_v, start, stop)
             if need_q or need_k:  # s dP = G (s V^T)
                 xp.multiply(v[start:stop].swapaxes(-1, -2), self.scale, out=scaled_values_t[start:stop])
                 for (rows, seen), d_block in zip(self.blocks, d_scores):
-                    _matmul_on_one_core(xp, grad[start:stop, ..., rows, :], scaled_values_t[start:stop, ..., :seen],
-                                        d_block[start:stop])
+                    matmul(xp, grad[start:stop, ..., rows, :], scaled_values_t[start:stop, ..., :seen],
+                           d_block[start:stop])
 
         def softmax_backward(start, stop):  # s dS = P * (s dP - s rowsum),  rowsum_i = G_i . out_i
             if need_q or need_k:
@@ -565,13 +564,12 @@ class ScaledDotProductAttention(Function):
                     d_block[start:stop] -= row_sums[..., rows, :]
                     d_block[start:stop] *= block[start:stop]
 
-        def second_products(start, stop):
+        def second_products(start, stop, matmul):
             if need_q:  # dQ = (s dS) K
                 for (rows, seen), d_block in zip(self.blocks, d_scores):
-                    _matmul_on_one_core(xp, d_block[start:stop], k[start:stop, ..., :seen, :],
-                                        grad_q[start:stop, ..., rows, :])
+                    matmul(xp, d_block[start:stop], k[start:stop, ..., :seen, :], grad_q[start:stop, ..., rows, :])
             if need_k:  # dK = (s dS)^T Q, block by block
-                _sum_of_block_products(xp, self.blocks, d_scores, q, grad_k, start, stop)
+                _sum_of_block_products(matmul, xp, self.blocks, d_scores, q, grad_k, start, stop)
 
         _run_in_stages(xp, q, k, v, first_products, softmax_backward, second_products)
         return tuple(None if g is None else unbroadcast(g, shape)
@@ -584,29 +582,30 @@ _ONE_CORE_PRODUCT = 1 << 19
 
 
 def _run_in_stages(xp, q, k, v, products_before, elementwise, products_after) -> None:
-    """Run the three stages of attention (each a function of a batch slice ``start, stop``).
+    """Run the three stages of attention, each a function of a batch slice ``start, stop``
+    (the two product stages also of the ``matmul`` to make their products with).
 
     When there is a batch slice for every core, each core takes one and runs
     all three stages on it: its products (``_matmul_on_one_core``), then its
     softmax, then its products again, with no hand-offs between the stages.
     With fewer batch entries than cores (one long sequence), the products run
-    on the whole batch, BLAS spreading each over the cores, and only the
-    elementwise stage is split.
+    on the whole batch (``_matmul_whole``: BLAS spreads each over the cores),
+    and only the elementwise stage is split.
     """
     batch, queries, keys = q.shape[0], q.shape[-2], k.shape[-2]
     work_per_entry = math.prod(q.shape[1:-2]) * queries * keys
     small = queries * keys * max(q.shape[-1], v.shape[-1]) <= _ONE_CORE_PRODUCT
     if small or batch >= backend.cpu_threads():
         def all_stages(start, stop):
-            products_before(start, stop)
+            products_before(start, stop, _matmul_on_one_core)
             elementwise(start, stop)
-            products_after(start, stop)
+            products_after(start, stop, _matmul_on_one_core)
 
         backend.parallel_rows(all_stages, batch, work_per_entry, xp=xp)
     else:
-        products_before(0, batch)
+        products_before(0, batch, _matmul_whole)
         backend.parallel_rows(elementwise, batch, work_per_entry, xp=xp, cache_blocks=True)
-        products_after(0, batch)
+        products_after(0, batch, _matmul_whole)
 
 
 # Causal attention over at least two blocks of this many queries skips the masked upper triangle.
@@ -630,23 +629,27 @@ def _causal_blocks(queries, keys, is_causal):
     return [(slice(a, b), b) for a, b in zip(bounds, bounds[1:])]
 
 
-def _sum_of_block_products(xp, blocks, left_blocks, right, out, start, stop) -> None:
+def _sum_of_block_products(matmul, xp, blocks, left_blocks, right, out, start, stop) -> None:
     """out = L^T R on the batch slice start:stop, for L kept in blocks of rows (``_causal_blocks``).
 
     Block a:b of L covers columns :seen, so it adds L[a:b, :seen]^T R[a:b] to
-    the first ``seen`` rows of out. The block that reaches furthest (all of
-    out's rows) writes first; the others are added to it.
+    the first ``seen`` rows of out. The last block reaches furthest (all of
+    out's rows): it writes first, and the others are added to it.
     """
-    order = sorted(range(len(blocks)), key=lambda index: -blocks[index][1])
-    for position, index in enumerate(order):
-        (rows, seen), left = blocks[index], left_blocks[index][start:stop].swapaxes(-1, -2)
+    for position, ((rows, seen), left) in enumerate(reversed(list(zip(blocks, left_blocks)))):
         target = out[start:stop, ..., :seen, :]
+        product = (left[start:stop].swapaxes(-1, -2), right[start:stop, ..., rows, :])
         if position == 0:
-            _matmul_on_one_core(xp, left, right[start:stop, ..., rows, :], target)
+            matmul(xp, *product, target)
         else:
             partial = backend.empty(target.shape, target.dtype, xp)
-            _matmul_on_one_core(xp, left, right[start:stop, ..., rows, :], partial)
+            matmul(xp, *product, partial)
             target += partial
+
+
+def _matmul_whole(xp, a, b, out) -> None:
+    """out = a @ b in one call: BLAS spreads a big product over every core."""
+    xp.matmul(a, b, out=out)
 
 
 def _matmul_on_one_core(xp, a, b, out) -> None:
