@@ -428,7 +428,7 @@ def parallel_rows(body, n_rows: int, elements_per_row: int = 1, xp=numpy, cache_
         blocks(0, n_rows)
         return
     bounds = [n_rows * i // threads for i in range(threads + 1)]
-    started, errors = [], []
+    started = []
     try:
         for i, worker in enumerate(workers, start=1):
             worker.start(blocks, bounds[i], bounds[i + 1])
