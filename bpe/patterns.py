@@ -14,10 +14,13 @@ newline, so `$` can only match at the very end, as in Rust.)
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable, Iterable
 
 import regex
+
+from . import unicode_tables
 
 # GPT-2 (also r50k/p50k). tiktoken's faster but equivalent form of the pattern OpenAI released:
 # 's 't 're 've 'm 'll 'd | optional space + letters | optional space + digits |
@@ -44,35 +47,105 @@ _ASCII_EQUIVALENTS = {
                    rf"""|{_S}+(?!{_NOT_S})|{_S}"""),
 }
 
-# Unicode versions. The `regex` module knows Unicode 17.0 (2025); the Rust regex tables inside
-# tiktoken 0.14 are Unicode 16.0. The 4,657 letters and digits that Unicode 17 added (new scripts
-# such as Sidetic, CJK extension J, ...) are \p{L}/\p{N} to `regex` but unassigned, so "other",
-# to tiktoken. Text that contains one is split again with the patterns rewritten to see them as
-# tiktoken does: \p{L} -> [^\P{L}<new>] (a letter, but not a new one) and the "other" classes
-# [^...\p{L}\p{N}] -> (?:[^...\p{L}\p{N}]|[<new>]). That rewrite is ~40% slower, hence only then.
-_UNICODE_17_LETTERS_AND_DIGITS = (
-    "\u088f\u0c5c\u0cdc\ua7ce-\ua7cf\ua7d2\ua7d4\ua7f1\U00010940-\U00010959\U00010ec5-\U00010ec7"
-    "\U00011db0-\U00011ddb\U00011de0-\U00011de9\U00016ea0-\U00016eb8\U00016ebb-\U00016ed3"
-    "\U00016ff2-\U00016ff6\U000187f8-\U000187ff\U00018d09-\U00018d1e\U00018d80-\U00018df2"
-    "\U0001e6c0-\U0001e6de\U0001e6e0-\U0001e6e2\U0001e6e4-\U0001e6e5\U0001e6e7-\U0001e6ed"
-    "\U0001e6f0-\U0001e6f4\U0001e6fe-\U0001e6ff\U0002b73a-\U0002b73f\U0002cea2-\U0002cead"
-    "\U000323b0-\U00033479"
-)
-_find_unicode_17 = re.compile(f"[{_UNICODE_17_LETTERS_AND_DIGITS}]").search
+# Unicode versions. Which characters are letters (\p{L}), numbers (\p{N}) or whitespace (\s)
+# depends on the Unicode tables an engine was built with. tiktoken's are compiled into its Rust
+# regex crate (Unicode 16.0 for tiktoken 0.14); the `regex` module installed here may know an
+# older or newer Unicode (2026.11 knows ~17,000 letters that tiktoken 0.14 calls "other"). So we
+# do not trust `regex`'s tables: `unicode_tables.py` holds tiktoken's own classes, read off
+# tiktoken by `scripts/make_unicode_tables.py` (run it again when tiktoken moves; the code-point
+# sweep in tests/test_bpe_tiktoken_parity.py fails until then). The first time non-ASCII text
+# is split, we list the code points where the installed `regex` disagrees with that table. Text
+# holding none of them (nearly all text) is split with the pattern as written; text holding one
+# is split again with every character class rewritten to decide those code points by the table.
+# (Writing all of tiktoken's 677 letter ranges into every class instead is exact too, but 10x
+# slower in `regex`.)
+
+def _code_points(runs: str) -> set[int]:
+    """The code points of a table in unicode_tables.py ("41-5a 61-7a aa ..." -> {0x41, ...})."""
+    points: set[int] = set()
+    for run in runs.split():
+        first, _, last = run.partition("-")
+        points.update(range(int(first, 16), int(last or first, 16) + 1))
+    return points
 
 
-def _as_unicode_16(pattern: str) -> str:
-    new = _UNICODE_17_LETTERS_AND_DIGITS
-    others = [r"[^\s\p{L}\p{N}]", r"[^\r\n\p{L}\p{N}]"]
-    for i, other in enumerate(others):  # park the "other" classes while \p{L} is replaced
-        pattern = pattern.replace(other, f"\0{i}\0")
-    pattern = pattern.replace(r"\p{L}", rf"[^\P{{L}}{new}]").replace(r"\p{N}", rf"[^\P{{N}}{new}]")
-    for i, other in enumerate(others):
-        pattern = pattern.replace(f"\0{i}\0", f"(?:{other}|[{new}])")
-    return pattern
+def _class_body(points: Iterable[int]) -> str:
+    """The inside of a [...] character class holding exactly `points`, as \\u/\\U escapes."""
+    def escape(point: int) -> str:
+        return f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
+    runs: list[list[int]] = []
+    for point in sorted(points):
+        if runs and point == runs[-1][1] + 1:
+            runs[-1][1] = point
+        else:
+            runs.append([point, point])
+    return "".join(escape(a) if a == b else f"{escape(a)}-{escape(b)}" for a, b in runs)
+
+
+@functools.cache
+def _disagreements() -> tuple[frozenset[int], dict[str, frozenset[int]]]:
+    """The code points that the installed `regex` classes differently from tiktoken, and, of
+    those, tiktoken's letters, numbers and whitespace."""
+    everything = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))
+    disagree: set[int] = set()
+    tiktokens: dict[str, frozenset[int]] = {}
+    for item, table in ((r"\p{L}", unicode_tables.LETTERS), (r"\p{N}", unicode_tables.NUMBERS),
+                        (r"\s", unicode_tables.WHITESPACE)):
+        theirs = _code_points(table)
+        disagree |= theirs.symmetric_difference(map(ord, regex.findall(item, everything)))
+        tiktokens[item] = frozenset(theirs)
+    return frozenset(disagree), {item: tiktokens[item] & disagree for item in tiktokens}
+
+
+# Every character class in the two built-in patterns: (negated?, the class items it tests).
+_CLASSES = {
+    r"[^\s\p{L}\p{N}]": (True, (r"\s", r"\p{L}", r"\p{N}")),
+    r"[^\r\n\p{L}\p{N}]": (True, (r"\r", r"\n", r"\p{L}", r"\p{N}")),
+    r"\p{L}": (False, (r"\p{L}",)),
+    r"\p{N}": (False, (r"\p{N}",)),
+    r"\s": (False, (r"\s",)),
+    r"\S": (True, (r"\s",)),
+}
+_OPPOSITE = {r"\p{L}": r"\P{L}", r"\p{N}": r"\P{N}", r"\s": r"\S"}
+
+
+def _with_tiktokens_classes(pattern: str) -> str:
+    """`pattern` with each character class C rewritten as (?:[C but not a disagreeing code point]
+    |[the disagreeing code points that C holds by tiktoken's table]): exact under any `regex`."""
+    disagree, tiktokens = _disagreements()
+    not_disagree = _class_body(disagree)
+    out, i = [], 0
+    while i < len(pattern):
+        written = next((c for c in _CLASSES if pattern.startswith(c, i)), None)
+        if written is None:  # copy one character, or an escape pair whole
+            step = 2 if pattern[i] == "\\" else 1
+            out.append(pattern[i:i + step])
+            i += step
+            continue
+        negated, items = _CLASSES[written]
+        members = frozenset().union(*(tiktokens.get(x, ()) for x in items))  # \r, \n agree
+        holds = (disagree - members) if negated else members
+        if negated:
+            kept = f"[^{''.join(items)}{not_disagree}]"
+        else:
+            kept = f"[^{_OPPOSITE[items[0]]}{not_disagree}]"
+        out.append(f"(?:{kept}|[{_class_body(holds)}])" if holds else kept)
+        i += len(written)
+    return "".join(out)
 
 
 Splitter = Callable[[str], list[str]]
+
+
+@functools.cache
+def _as_tiktoken_splits(pattern: str) -> tuple[Callable | None, Splitter]:
+    """(a search for a code point where `regex` and tiktoken disagree, or None if there is none;
+    the findall of `pattern` with tiktoken's classes), built the first time they are needed."""
+    disagree, _ = _disagreements()
+    if not disagree:
+        return None, regex.compile(pattern).findall
+    find = re.compile(f"[{_class_body(disagree)}]").search
+    return find, regex.compile(_with_tiktokens_classes(pattern)).findall
 
 
 def compile_splitter(pattern: str) -> Splitter:
@@ -91,13 +164,13 @@ def compile_splitter(pattern: str) -> Splitter:
     if pattern not in _ASCII_EQUIVALENTS:
         return _checked(findall, pattern)
     ascii_findall = re.compile(_ASCII_EQUIVALENTS[pattern], re.ASCII).findall
-    unicode_16_findall = regex.compile(_as_unicode_16(pattern)).findall
 
     def split_unicode(text: str) -> list[str]:
         chunks = findall(text)
+        find_disagreement, exact_findall = _as_tiktoken_splits(pattern)
         # Checking the distinct chunks is ~4x cheaper than searching the whole text.
-        if _find_unicode_17("".join(set(chunks))):
-            return unicode_16_findall(text)
+        if find_disagreement is not None and find_disagreement("".join(set(chunks))):
+            return exact_findall(text)
         return chunks
 
     def split(text: str) -> list[str]:

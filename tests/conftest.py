@@ -40,6 +40,21 @@ def require_data_file(relative: str) -> Path:
     return path
 
 
+def pytest_assertrepr_compare(op, left, right):
+    """For long sequences, say where they first differ instead of letting pytest diff them
+    whole (two lists of 300,000 token ids took pytest minutes to diff)."""
+    long = 1000
+    if op != "==" or not all(isinstance(x, (list, tuple, str, bytes)) for x in (left, right)):
+        return None
+    if max(len(left), len(right)) <= long:
+        return None
+    index = next((i for i, (a, b) in enumerate(zip(left, right)) if a != b), min(len(left), len(right)))
+    return [f"{type(left).__name__} of {len(left):,} == {type(right).__name__} of {len(right):,}: "
+            f"they first differ at index {index:,}",
+            f"left[{index}:{index + 10}]  = {left[index:index + 10]!r}",
+            f"right[{index}:{index + 10}] = {right[index:index + 10]!r}"]
+
+
 def gpu_available() -> tuple[bool, str]:
     try:
         from tinygrad_lite import backend
