@@ -32,6 +32,7 @@ import regex  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import bpe  # noqa: E402
+import machine  # noqa: E402  (benchmarks/machine.py)
 
 VOCAB_SIZE = 4096
 
@@ -169,6 +170,18 @@ def bench_encoding(text: str, data_dir: Path, repeats: int) -> None:
         print(f"same text + one non-ASCII character: bpe {megabytes / t_ours:.2f} MB/s, tiktoken "
               f"{megabytes / t_tik:.2f} MB/s, ratio {t_tik / t_ours:.2f}x"
               f"{'' if ids == ref else ' (DIFFERENT ids)'}")
+        # All non-ASCII: the same text with a-z written in Cyrillic (each letter 2 bytes in UTF-8).
+        cyrillic = text.translate({ord("a") + i: 0x430 + i for i in range(26)})
+        cyrillic_mb = len(cyrillic.encode()) / 1e6
+
+        def cold_cyrillic():
+            ours.clear_cache()
+            return ours.encode(cyrillic)
+
+        t_ours, t_tik, ids, ref = alternate(repeats, cold_cyrillic, lambda: theirs.encode(cyrillic))
+        print(f"the text in Cyrillic letters ({cyrillic_mb:.2f} MB): bpe {cyrillic_mb / t_ours:.2f} MB/s, "
+              f"tiktoken {cyrillic_mb / t_tik:.2f} MB/s, ratio {t_tik / t_ours:.2f}x"
+              f"{'' if ids == ref else ' (DIFFERENT ids)'}")
     long_run = "a" * 100_000
     ours.clear_cache()
     t_long, _ = best_of(1, lambda: ours.encode(long_run))
@@ -186,6 +199,7 @@ def main() -> None:
     if not path.is_file():
         sys.exit(f"{path} is missing (pass --data or set TINYGRAD_LITE_DATA)")
     text = path.read_text(encoding="utf-8")
+    print(machine.describe(), end="\n\n")
     bench_training(text, args.repeats, args.naive_merges)
     print()
     bench_encoding(text, args.data, args.repeats)

@@ -55,6 +55,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # what `import tinygrad_l
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import machine  # noqa: E402  (benchmarks/machine.py)
 import tinygrad_lite as tl  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
 from tinygrad_lite import optim  # noqa: E402
@@ -246,6 +247,7 @@ def main() -> None:
 
     print(f"tinygrad_lite vs PyTorch {torch.__version__} eager, device={ARGS.device}, threads={ARGS.threads}, "
           f"{ARGS.steps} timed steps after {ARGS.warmup} warm-up")
+    print(machine.describe())
     peak = gemm_peak_gflops() if ARGS.device == "cpu" else float("nan")
     if ARGS.device == "cpu":
         print(f"numpy float32 GEMM peak on this machine: {peak:.1f} GFLOP/s")

@@ -40,6 +40,20 @@ def require_data_file(relative: str) -> Path:
     return path
 
 
+def pytest_report_header(config):
+    """The versions this run resolved: CI builds a fresh environment, so they move with releases."""
+    from importlib import metadata
+    names = ["numpy", "regex", "safetensors", "tqdm", "torch", "tiktoken", "tokenizers",
+             "transformers", "hypothesis"]
+    versions = []
+    for name in names:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    return "dependencies: " + ", ".join(versions)
+
+
 def pytest_assertrepr_compare(op, left, right):
     """For long sequences, say where they first differ instead of letting pytest diff them
     whole (two lists of 300,000 token ids took pytest minutes to diff)."""

@@ -87,6 +87,7 @@ def describe(code_point: int) -> str:
     return f"U+{code_point:04X} {chr(code_point)!r} ({name})"
 
 
+@pytest.mark.timeout(90)  # ~9 s alone, ~15 s beside another worker on two cores
 @pytest.mark.parametrize("name, pattern", [("gpt2", bpe.GPT2_PATTERN), ("cl100k", bpe.GPT4_PATTERN)],
                          ids=["gpt2", "cl100k"])
 def test_every_code_point_splits_like_tiktoken(name, pattern):

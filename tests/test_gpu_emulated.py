@@ -313,6 +313,7 @@ def test_cross_entropy_kernels_equal_their_twin(row_lib, elementwise_lib, rows, 
     close(dx, grad)
 
 
+@pytest.mark.timeout(90)  # ~10-15 s each under `pytest -n 2` on two cores (the C++ emulation)
 @pytest.mark.parametrize("affine", [(True, True), (True, False), (False, False)])
 @pytest.mark.parametrize("rows, cols", [(3, 2), (70, 48), (2, 1030), (130, 5)])
 def test_layer_norm_kernels_equal_their_twin(row_lib, rows, cols, affine):
@@ -404,6 +405,7 @@ def test_flash_attention_kernels_equal_their_twins(tmp_path_factory, batch, tq, 
         close(actual, desired, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.timeout(90)  # ~10 s for 70,000 elements under the C++ emulation
 @pytest.mark.parametrize("sizes", [[3, 0, 1, 700, 5], [70_000], [1] * 40])
 def test_gradient_clipping_kernels_equal_their_twin(row_lib, sizes):
     """sum_of_squares and scale_ (optim.clip_grad_norm_ on the GPU) against the CPU loop."""
