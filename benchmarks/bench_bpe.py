@@ -142,6 +142,7 @@ def tiktoken_encoding(name: str, data_dir: Path):
 
 def bench_encoding(text: str, data_dir: Path, repeats: int) -> None:
     megabytes = len(text.encode()) / 1e6
+    cyrillic = text.translate({ord("a") + i: 0x430 + i for i in range(26)})
     for name in ("gpt2", "cl100k_base"):
         ours, theirs = tiktoken_encoding(name, data_dir)
 
@@ -159,29 +160,20 @@ def bench_encoding(text: str, data_dir: Path, repeats: int) -> None:
         target = "   (target >= 0.4x: " + ("met" if t_tik / t_ours >= 0.4 else "NOT met") + ")"
         print(f"ratio ours / tiktoken (cold) {t_tik / t_ours:5.2f}x"
               f"{target if name == 'gpt2' else ''}")
-        # Pure-ASCII text takes a faster splitter (bpe/patterns.py); show the general path too.
-        other = text + "\u2019"
+        # Pure-ASCII text takes a faster splitter (bpe/patterns.py); show the general path too,
+        # and text that is all non-ASCII: a-z written in Cyrillic (each letter 2 bytes in UTF-8).
+        for label, variant in [("same text + one non-ASCII character", text + "\u2019"),
+                               ("the text in Cyrillic letters", cyrillic)]:
+            variant_mb = len(variant.encode()) / 1e6
 
-        def cold_other():
-            ours.clear_cache()
-            return ours.encode(other)
+            def cold_variant(variant=variant):
+                ours.clear_cache()
+                return ours.encode(variant)
 
-        t_ours, t_tik, ids, ref = alternate(repeats, cold_other, lambda: theirs.encode(other))
-        print(f"same text + one non-ASCII character: bpe {megabytes / t_ours:.2f} MB/s, tiktoken "
-              f"{megabytes / t_tik:.2f} MB/s, ratio {t_tik / t_ours:.2f}x"
-              f"{'' if ids == ref else ' (DIFFERENT ids)'}")
-        # All non-ASCII: the same text with a-z written in Cyrillic (each letter 2 bytes in UTF-8).
-        cyrillic = text.translate({ord("a") + i: 0x430 + i for i in range(26)})
-        cyrillic_mb = len(cyrillic.encode()) / 1e6
-
-        def cold_cyrillic():
-            ours.clear_cache()
-            return ours.encode(cyrillic)
-
-        t_ours, t_tik, ids, ref = alternate(repeats, cold_cyrillic, lambda: theirs.encode(cyrillic))
-        print(f"the text in Cyrillic letters ({cyrillic_mb:.2f} MB): bpe {cyrillic_mb / t_ours:.2f} MB/s, "
-              f"tiktoken {cyrillic_mb / t_tik:.2f} MB/s, ratio {t_tik / t_ours:.2f}x"
-              f"{'' if ids == ref else ' (DIFFERENT ids)'}")
+            t_ours, t_tik, ids, ref = alternate(repeats, cold_variant, lambda: theirs.encode(variant))
+            print(f"{label} ({variant_mb:.2f} MB): bpe {variant_mb / t_ours:.2f} MB/s, tiktoken "
+                  f"{variant_mb / t_tik:.2f} MB/s, ratio {t_tik / t_ours:.2f}x"
+                  f"{'' if ids == ref else ' (DIFFERENT ids)'}")
     long_run = "a" * 100_000
     ours.clear_cache()
     t_long, _ = best_of(1, lambda: ours.encode(long_run))

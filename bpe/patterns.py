@@ -8,9 +8,12 @@ cut into groups of at most three digits.
 Both constants are copied character for character from OpenAI's tiktoken (`tiktoken_ext/
 openai_public.py`). We run them with the third-party `regex` module (Python's `re` has no \p{L}
 "any letter" or \p{N} "any digit"), which gives the same chunks as tiktoken's Rust engine; the
-comments below cover the two places where that needs care. (One that does not: Python's `$` also
-matches before a final newline, but in `\s++$` the possessive `\s++` has already taken that
-newline, so `$` can only match at the very end, as in Rust.)
+comments below cover the places where that needs care: speed on ASCII text, and Unicode versions.
+We follow tiktoken's Unicode (16.0 for tiktoken 0.14: `unicode_tables.py`), not the installed
+`regex`'s; `python scripts/make_unicode_tables.py` regenerates the table when tiktoken moves.
+(One place that needs no care: Python's `$` also matches before a final newline, but in `\s++$`
+the possessive `\s++` has already taken that newline, so `$` can only match at the very end, as
+in Rust.)
 """
 from __future__ import annotations
 
