@@ -102,7 +102,7 @@ def test_every_code_point_splits_like_tiktoken(name, pattern):
                     f"  probe    {PROBE.format(c=chr(code_point))!r}\n  ours     {ours}\n"
                     f"  tiktoken {theirs}   (single bytes where it cut elsewhere)\n"
                     f"  bpe/unicode_tables.py follows tiktoken {unicode_tables.TIKTOKEN_VERSION} "
-                    f"(Unicode {unicode_tables.UNICODE_VERSION}); tiktoken {metadata.version("tiktoken")} is "
+                    f"(Unicode {unicode_tables.UNICODE_VERSION}); tiktoken {metadata.version('tiktoken')} is "
                     "installed. If they differ, run scripts/make_unicode_tables.py.", pytrace=False)
 
 
