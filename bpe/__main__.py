@@ -24,10 +24,11 @@ PATTERNS = {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bpe", description="byte-level BPE tokenizer")
+    parser = argparse.ArgumentParser(prog="python -m bpe", description="byte-level BPE tokenizer "
+                                     "(exit codes: 1 the command failed, 2 bad flags)", allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="learn a vocabulary from a text file")
+    train = commands.add_parser("train", help="learn a vocabulary from a text file", allow_abbrev=False)
     train.add_argument("--input", type=Path, required=True, help="UTF-8 text file to learn from")
     train.add_argument("--vocab-size", type=int, required=True,
                        help="total tokens, including 256 bytes and the special tokens")
@@ -39,14 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--verbose", action="store_true", help="show progress and every merge")
 
     for name, help_text in [("encode", "text -> token ids"), ("decode", "token ids -> text")]:
-        command = commands.add_parser(name, help=help_text)
+        command = commands.add_parser(name, help=help_text, allow_abbrev=False)
         command.add_argument("--tokenizer", required=True,
                              help="a saved tokenizer file, or 'gpt2' or 'cl100k'")
         command.add_argument("--data", type=Path, default=None,
-                             help="folder with the gpt2/cl100k files")
-        command.add_argument("--input", type=Path, help="read the input from this file")
+                             help="folder with the gpt2/cl100k files (default: download into the cache)")
+        command.add_argument("--input", type=Path, help="read the input from this file (default: stdin)")
         command.add_argument("--out", type=Path,
-                             help="write the output here (for encode, a .npy file gets an array)")
+                             help="write the output here (for encode, a .npy file gets an array; "
+                                  "default: stdout)")
     encode = commands.choices["encode"]
     encode.add_argument("--text", help="the text to encode (instead of --input or stdin)")
     encode.add_argument("--allow-special", action="store_true",
@@ -93,12 +95,23 @@ def run_encode(args: argparse.Namespace) -> int:
     else:
         text = sys.stdin.read()
     allowed = "all" if args.allow_special else frozenset()
+    found = None if args.allow_special else first_special_token(tokenizer, text)
+    if found is not None:
+        raise ValueError(f"the input contains the special token {found!r}: pass --allow-special to encode "
+                         "it as that token (by default special-token text is refused)")
     if args.out is not None and args.out.suffix == ".npy":
         np.save(args.out, tokenizer.encode_to_numpy(text, allowed_special=allowed))
         return 0
     output = " ".join(map(str, tokenizer.encode(text, allowed_special=allowed))) + "\n"
     _write(output, args.out)
     return 0
+
+
+def first_special_token(tokenizer: Tokenizer, text: str) -> str | None:
+    """The special token whose text occurs first in ``text`` (None if there is none)."""
+    positions = {token: text.find(token) for token in tokenizer.special_tokens}
+    present = [(at, token) for token, at in positions.items() if at >= 0]
+    return min(present)[1] if present else None
 
 
 def run_decode(args: argparse.Namespace) -> int:

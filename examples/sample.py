@@ -16,22 +16,28 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpt.checkpoint import CheckpointError  # noqa: E402
+from gpt.cli_types import number, whole_number  # noqa: E402
 from gpt.sample import load_for_sampling, sample_text  # noqa: E402
 from tinygrad_lite import GPUUnavailableError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out-dir", default="out-shakespeare", help="the training run's output folder")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--out-dir", default="out-shakespeare", help="the training run's output folder (default out-shakespeare)")
     parser.add_argument("--checkpoint", default="last", choices=("last", "best"), help="which checkpoint (last)")
     parser.add_argument("--prompt", default="", help="text to continue (default: a newline)")
-    parser.add_argument("--max-new-tokens", type=int, default=500)
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; < 1 safer, > 1 wilder")
-    parser.add_argument("--top-k", type=int, default=200, help="sample only among the k likeliest tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling: keep tokens up to this mass")
-    parser.add_argument("--num-samples", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--max-new-tokens", type=whole_number(at_least=0), default=500,
+                        help="tokens to generate (default 500)")
+    parser.add_argument("--temperature", type=number(at_least=0), default=0.8,
+                        help="0 = greedy; < 1 safer, > 1 wilder (default 0.8)")
+    parser.add_argument("--top-k", type=whole_number(at_least=1), default=200,
+                        help="sample only among the k likeliest tokens (default 200)")
+    parser.add_argument("--top-p", type=number(above=0, at_most=1), default=None,
+                        help="nucleus sampling: keep the likeliest tokens up to this mass (default: off)")
+    parser.add_argument("--num-samples", type=whole_number(at_least=1), default=1, help="default 1")
+    parser.add_argument("--seed", type=whole_number(at_least=0), default=1337, help="default 1337")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--no-cache", dest="use_cache", action="store_false",
                         help="recompute the whole context for every token (slow; for comparison)")
     parser.add_argument("--compare-cache", action="store_true",
@@ -40,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 the sampling failed (missing or damaged checkpoint, bad prompt), 2 bad flags."""
     args = build_parser().parse_args(argv)
     try:
         model, tokenizer = load_for_sampling(args.out_dir, args.checkpoint, args.device)
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
     except (CheckpointError, GPUUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1
     return 0
 
 

@@ -23,7 +23,11 @@ import bpe  # noqa: E402
 COLOURS = [153, 186, 217, 151, 223, 183, 158, 229]
 
 
-def colourise(tokenizer: bpe.Tokenizer, text: str) -> str:
+def colourise(tokenizer: bpe.Tokenizer, text: str, colour: bool) -> str:
+    """The text with each token on its own background colour, or between | bars without colour."""
+    if not colour:
+        return "|".join(tokenizer.decode_single_token_bytes(t).decode("utf-8", "replace")
+                        for t in tokenizer.encode(text))
     pieces = []
     for i, token_id in enumerate(tokenizer.encode(text)):
         # A token can hold half a UTF-8 character; show it as replacement characters then.
@@ -32,20 +36,28 @@ def colourise(tokenizer: bpe.Tokenizer, text: str) -> str:
     return "".join(pieces) + "\033[0m"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     data = Path(os.environ.get("TINYGRAD_LITE_DATA", ROOT.parent / "shared" / "data"))
-    parser.add_argument("--input", type=Path, default=data / "tinyshakespeare.txt")
-    parser.add_argument("--vocab-size", type=int, default=4096)
-    parser.add_argument("--sentence", default="O Romeo, Romeo! wherefore art thou Romeo?")
-    parser.add_argument("--out", type=Path, help="also save the tokenizer here")
+    parser.add_argument("--input", type=Path, default=data / "tinyshakespeare.txt",
+                        help="UTF-8 text to learn from (default: tiny Shakespeare in $TINYGRAD_LITE_DATA)")
+    parser.add_argument("--vocab-size", type=int, default=4096, help="tokens, with 256 bytes and 1 special (default 4096)")
+    parser.add_argument("--sentence", default="O Romeo, Romeo! wherefore art thou Romeo?", help="shown split into tokens")
+    parser.add_argument("--out", type=Path, help="also save the tokenizer here (default: not saved)")
+    parser.add_argument("--color", action=argparse.BooleanOptionalAction, default=None,
+                        help="colour the tokens (default: only when printing to a terminal)")
     args = parser.parse_args()
     if not args.input.is_file():
-        sys.exit(f"{args.input} is missing: pass --input or set TINYGRAD_LITE_DATA")
+        print(f"error: {args.input} is missing: pass --input or set TINYGRAD_LITE_DATA", file=sys.stderr)
+        return 1
 
     text = args.input.read_text(encoding="utf-8")
     start = time.perf_counter()
-    tokenizer = bpe.Tokenizer.train(text, args.vocab_size, special_tokens=["<|endoftext|>"])
+    try:
+        tokenizer = bpe.Tokenizer.train(text, args.vocab_size, special_tokens=["<|endoftext|>"])
+    except ValueError as error:  # e.g. a vocabulary larger than the text can fill
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - start
     ids = tokenizer.encode_ordinary(text)
     n_bytes = len(text.encode("utf-8"))
@@ -59,11 +71,12 @@ def main() -> None:
         print(f"  {tokenizer.ranks[token]:5d}  {token.decode('utf-8', 'replace')!r}")
 
     print(f"\n{args.sentence!r} -> {len(tokenizer.encode(args.sentence))} tokens:")
-    print(colourise(tokenizer, args.sentence))
+    print(colourise(tokenizer, args.sentence, sys.stdout.isatty() if args.color is None else args.color))
     if args.out:
         tokenizer.save(args.out)
         print(f"saved to {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

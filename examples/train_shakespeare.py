@@ -26,11 +26,17 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from gpt.checkpoint import CheckpointError  # noqa: E402
 from gpt.data import DataError  # noqa: E402
 from gpt.train import TrainConfig, config_for_resume, defaults_for_device, train  # noqa: E402
+from gpt.cli_types import number, whole_number  # noqa: E402
+from gpt.run_dir import RunDirError  # noqa: E402
+from gpt.train import TrainingDiverged  # noqa: E402
 from tinygrad_lite import GPUUnavailableError  # noqa: E402
+
+POSITIVE, NON_NEGATIVE = whole_number(at_least=1), whole_number(at_least=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     cpu = defaults_for_device("cpu")
     gpu = defaults_for_device("cuda")
 
@@ -49,38 +55,44 @@ def build_parser() -> argparse.ArgumentParser:
                        help="downloads and encoded tokens (default: data_cache/ in the repository)")
 
     group = parser.add_argument_group("model")
-    group.add_argument("--n-layer", type=int, help=default("n_layer"))
-    group.add_argument("--n-head", type=int, help=default("n_head"))
-    group.add_argument("--n-embd", type=int, help=default("n_embd"))
-    group.add_argument("--block-size", type=int, help=f"context length; {default('block_size')}")
-    group.add_argument("--dropout", type=float, help=default("dropout"))
+    group.add_argument("--n-layer", type=POSITIVE, help=default("n_layer"))
+    group.add_argument("--n-head", type=POSITIVE, help=default("n_head"))
+    group.add_argument("--n-embd", type=POSITIVE, help=default("n_embd"))
+    group.add_argument("--block-size", type=POSITIVE, help=f"context length; {default('block_size')}")
+    group.add_argument("--dropout", type=number(at_least=0, below=1), help=default("dropout"))
     group.add_argument("--bias", action=argparse.BooleanOptionalAction, help="biases in Linear and LayerNorm "
                        f"(GPT-2 has them, nanoGPT drops them); {default('bias')}")
 
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--batch-size", type=int, help=default("batch_size"))
-    group.add_argument("--grad-accum", type=int, dest="gradient_accumulation_steps",
+    group.add_argument("--batch-size", type=POSITIVE, help=default("batch_size"))
+    group.add_argument("--grad-accum", type=POSITIVE, dest="gradient_accumulation_steps",
                        help=f"micro-batches per step; {default('gradient_accumulation_steps')}")
-    group.add_argument("--max-iters", type=int, help=default("max_iters"))
-    group.add_argument("--lr", type=float, help=f"peak learning rate; {default('lr')}")
-    group.add_argument("--min-lr", type=float, help=f"the cosine decay ends here; {default('min_lr')}")
-    group.add_argument("--warmup-iters", type=int, help=default("warmup_iters"))
-    group.add_argument("--lr-decay-iters", type=int, help="iterations of cosine decay (default: --max-iters)")
-    group.add_argument("--weight-decay", type=float, help=f"on 2-D weights only; {default('weight_decay')}")
-    group.add_argument("--beta1", type=float, help=default("beta1"))
-    group.add_argument("--beta2", type=float, help=default("beta2"))
-    group.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 = off; {default('grad_clip')}")
+    group.add_argument("--max-iters", type=NON_NEGATIVE, help=default("max_iters"))
+    group.add_argument("--lr", type=number(above=0), help=f"peak learning rate; {default('lr')}")
+    group.add_argument("--min-lr", type=number(at_least=0), help=f"the cosine decay ends here; {default('min_lr')}")
+    group.add_argument("--warmup-iters", type=NON_NEGATIVE, help=default("warmup_iters"))
+    group.add_argument("--lr-decay-iters", type=NON_NEGATIVE, help="iterations of cosine decay (default: --max-iters)")
+    group.add_argument("--weight-decay", type=number(at_least=0), help=f"on 2-D weights only; {default('weight_decay')}")
+    group.add_argument("--beta1", type=number(at_least=0, below=1), help=default("beta1"))
+    group.add_argument("--beta2", type=number(at_least=0, below=1), help=default("beta2"))
+    group.add_argument("--grad-clip", type=number(at_least=0), help=f"max gradient norm, 0 = off; {default('grad_clip')}")
 
     group = parser.add_argument_group("evaluation and output")
-    group.add_argument("--eval-interval", type=int, help=default("eval_interval"))
-    group.add_argument("--eval-iters", type=int, help=f"batches per split at each eval; {default('eval_iters')}")
-    group.add_argument("--final-eval-iters", type=int,
+    group.add_argument("--eval-interval", type=POSITIVE, help=default("eval_interval"))
+    group.add_argument("--eval-iters", type=POSITIVE, help=f"batches per split at each eval; {default('eval_iters')}")
+    group.add_argument("--final-eval-iters", type=POSITIVE,
                        help=f"batches per split for the final loss; {default('final_eval_iters')}")
-    group.add_argument("--sample-tokens", type=int, help=f"tokens sampled at each eval; {default('sample_tokens')}")
+    group.add_argument("--sample-tokens", type=NON_NEGATIVE, help=f"tokens sampled at each eval; {default('sample_tokens')}")
     group.add_argument("--out-dir", help="checkpoints, metrics.jsonl, loss.png (default out-shakespeare)")
     group.add_argument("--device", help="cpu (default) or cuda")
-    group.add_argument("--seed", type=int, help=default("seed"))
+    group.add_argument("--seed", type=NON_NEGATIVE, help=default("seed"))
     group.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
+    group.add_argument("--overwrite", action="store_true", default=None,
+                       help="start over in an --out-dir that holds a run (the old run moves to previous-<time>/)")
+    group.add_argument("--allow-data-change", action="store_true", default=None,
+                       help="with --resume: go on training on a changed --data file (the best val loss starts over)")
+    group.add_argument("--skip-nonfinite", type=NON_NEGATIVE,
+                       help=f"steps with a NaN/inf loss or gradient to skip before stopping; {default('skip_nonfinite')}")
     group.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                        help="no progress bar (eval lines are still printed)")
     return parser
@@ -96,13 +108,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Exit codes: 0 done, 1 the run failed (bad data, checkpoint, out-dir; divergence), 2 bad flags, 130 Ctrl-C."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.allow_data_change and not args.resume:
+        parser.error("--allow-data-change only applies with --resume")
+    if args.overwrite and args.resume:
+        parser.error("--overwrite and --resume contradict each other: choose one")
     try:
         config = config_from_args(args)
-        result = train(config)
-    except (DataError, CheckpointError, GPUUnavailableError, ValueError) as error:
+    except ValueError as error:  # flags that are fine alone but not together (or with the checkpoint's)
+        parser.error(str(error))
+    except (CheckpointError, RunDirError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1
+    try:
+        result = train(config)
+    except (DataError, CheckpointError, RunDirError, TrainingDiverged, GPUUnavailableError, ValueError,
+            OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nstopped; the last saved checkpoint is intact (continue with --resume)", file=sys.stderr)
         return 130

@@ -11,7 +11,8 @@ Saving is crash-safe: the weights go to a new, uniquely named file (written
 to a temporary name, fsync'ed, renamed); only then is ``last.json`` replaced
 (same dance) to point at it, and the old weights file is deleted. A crash at
 any moment leaves a ``last.json`` that points at a complete weights file.
-The JSON file is the commit.
+The JSON file is the commit, and it carries its own SHA-256 (``json_sha256``, over the rest of the
+document), so a hand-edited or damaged JSON is refused on load instead of sampling garbage.
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ from safetensors.numpy import load_file
 
 import tinygrad_lite as tl
 
-from .data import write_atomically
+from .data import sha256_of_file, write_atomically
 
 FORMAT = "tinygrad_lite-gpt-checkpoint"
-VERSION = 1
+VERSION = 2              # 2: the JSON carries json_sha256; version 1 files (without it) still load
+CHECKPOINT_NAMES = ("last", "best")
 
 
 class CheckpointError(RuntimeError):
@@ -48,14 +50,6 @@ class Checkpoint:
     optimizer_state: dict | None  # in tinygrad_lite.optim's state_dict() form, or None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fsync_directory(directory: Path) -> None:
     """Make the renames durable (a no-op where directories cannot be opened, e.g. Windows)."""
     try:
@@ -68,6 +62,31 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(handle)
+
+
+def _document_sha256(document: dict) -> str:
+    """SHA-256 of the document without its own checksum, in one canonical JSON spelling."""
+    rest = {key: value for key, value in document.items() if key != "json_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def remove_debris(out_dir: Path, name: str, keep: str | None = None) -> None:
+    """Delete what interrupted saves of checkpoint ``name`` left in ``out_dir``: temporary files,
+    and weights files that ``name.json`` does not point at. ``keep``: a weights file to spare
+    (default: the one ``name.json`` names). If ``name.json`` exists but cannot be read, weights
+    files are left alone: they may be all that is left of the run."""
+    for temporary in [*out_dir.glob(f"{name}-*.safetensors.tmp"), *out_dir.glob(f".{name}.json.*.tmp")]:
+        temporary.unlink(missing_ok=True)
+    if keep is None:
+        json_path = out_dir / f"{name}.json"
+        if json_path.exists():
+            try:
+                keep = json.loads(json_path.read_text(encoding="utf-8"))["weights_file"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return
+    for weights in out_dir.glob(f"{name}-*.safetensors"):
+        if weights.name != keep:
+            weights.unlink(missing_ok=True)
 
 
 def save_checkpoint(out_dir: str | Path, name: str, *, model, model_config: dict, tokenizer: dict,
@@ -99,21 +118,19 @@ def save_checkpoint(out_dir: str | Path, name: str, *, model, model_config: dict
         "format": FORMAT,
         "version": VERSION,
         "weights_file": weights_name,
-        "weights_sha256": _sha256(weights_path),
+        "weights_sha256": sha256_of_file(weights_path),
         "model_config": model_config,
         "tokenizer": tokenizer,
         "train_state": train_state,
         "optimizer": optimizer_json,
     }
+    document["json_sha256"] = _document_sha256(document)
     json_path = out_dir / f"{name}.json"
     write_atomically(json_path, json.dumps(document, indent=1).encode("utf-8"))
     _fsync_directory(out_dir)
     # The new checkpoint is committed: remove older weights files of this name, and any
     # temporary files an earlier crash left behind.
-    for stale in [*out_dir.glob(f"{name}-*.safetensors"), *out_dir.glob(f"{name}-*.safetensors.tmp"),
-                  *out_dir.glob(f".{name}.json.*.tmp")]:
-        if stale.name != weights_name:
-            stale.unlink(missing_ok=True)
+    remove_debris(out_dir, name, keep=weights_name)
     return json_path
 
 
@@ -132,9 +149,12 @@ def read_checkpoint_json(out_dir: str | Path, name: str = "last") -> dict:
         raise CheckpointError(f"checkpoint {path} is corrupted: not valid JSON ({error})") from error
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a tinygrad_lite GPT checkpoint (no format {FORMAT!r})")
-    if document.get("version") != VERSION:
+    if document.get("version") not in (1, VERSION):
         raise CheckpointError(f"checkpoint {path} has format version {document.get('version')}, "
-                              f"this code reads version {VERSION}")
+                              f"this code reads versions 1 to {VERSION}")
+    if document["version"] >= 2 and document.get("json_sha256") != _document_sha256(document):
+        raise CheckpointError(f"checkpoint {path} was changed after it was saved (its json_sha256 does not "
+                              "match its contents): restore it, or use the other checkpoint (best/last)")
     for key in ("weights_file", "weights_sha256", "model_config", "tokenizer", "train_state"):
         if key not in document:
             raise CheckpointError(f"checkpoint {path} is incomplete: it has no {key!r}")
@@ -148,7 +168,7 @@ def load_checkpoint(out_dir: str | Path, name: str = "last") -> Checkpoint:
     weights_path = path.parent / document["weights_file"]
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint {path} refers to weights file {weights_path}, which is missing")
-    if _sha256(weights_path) != document["weights_sha256"]:
+    if sha256_of_file(weights_path) != document["weights_sha256"]:
         raise CheckpointError(f"checkpoint weights {weights_path} are corrupted: their SHA-256 does not match "
                               f"the one recorded in {path}")
     try:

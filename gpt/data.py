@@ -54,6 +54,19 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def sha256_of_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_identity(path: str | Path) -> dict:
+    """What a checkpoint records of its data file: the path, the size and the SHA-256 of the bytes."""
+    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": sha256_of_file(path)}
+
+
 def download_tiny_shakespeare(cache_dir: str | Path | None = None, url: str = TINY_SHAKESPEARE_URL,
                               opener: Callable = urllib.request.urlopen, timeout: float = 30.0) -> Path:
     """The path of tiny Shakespeare in ``cache_dir``, downloaded from ``url`` the first time.

@@ -30,7 +30,8 @@ from tinygrad_lite import backend
 from tinygrad_lite.optim import clip_grad_norm_, get_lr
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_json, save_checkpoint
-from .data import prepare_data
+from .data import file_identity, prepare_data
+from .run_dir import check_usable_folder, claim_out_dir
 from .model import GPT, GPTConfig
 
 
@@ -69,6 +70,9 @@ class TrainConfig:
     device: str = "cpu"
     seed: int = 1337
     resume: bool = False
+    overwrite: bool = False            # start over in an out_dir that holds a run (the old one is moved aside)
+    allow_data_change: bool = False    # resume on a changed data file (the best val loss starts over)
+    skip_nonfinite: int = 0            # steps with a non-finite loss or gradient to skip before stopping
     progress: bool = True              # the tqdm bar
 
     def __post_init__(self):
@@ -79,9 +83,18 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
-        if self.max_iters < 0 or self.warmup_iters < 0:
-            raise ValueError(f"TrainConfig: max_iters and warmup_iters must be >= 0, "
-                             f"got {self.max_iters} and {self.warmup_iters}")
+        for name in ("max_iters", "warmup_iters", "sample_tokens", "skip_nonfinite"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
+        ranges = {"lr": (0, math.inf, False), "min_lr": (0, math.inf, True), "weight_decay": (0, math.inf, True),
+                  "grad_clip": (0, math.inf, True), "beta1": (0, 1, True), "beta2": (0, 1, True),
+                  "dropout": (0, 1, True)}
+        for name, (low, high, low_allowed) in ranges.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (low <= value if low_allowed else low < value) and value < high):
+                bound = ">= 0" if low_allowed else "> 0"
+                raise ValueError(f"TrainConfig: {name} must be finite, {bound}"
+                                 f"{' and < 1' if high == 1 else ''}, got {value}")
 
     def tokens_per_iter(self) -> int:
         return self.batch_size * self.block_size * self.gradient_accumulation_steps
@@ -109,6 +122,10 @@ def config_for_resume(out_dir: str | Path, overrides: dict) -> TrainConfig:
     values.update(overrides)
     values.update(out_dir=str(out_dir), resume=True)
     return TrainConfig(**values)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients stopped being finite; training stopped without saving."""
 
 
 @dataclass
@@ -270,7 +287,15 @@ def model_config_for(config: TrainConfig, vocab_size: int) -> GPTConfig:
 def check_resume_compatible(checkpoint, wanted: GPTConfig, tokenizer) -> None:
     """Resuming must continue the same model on the same vocabulary; say exactly what differs."""
     saved = checkpoint.model_config
-    if saved.get("vocab_size") != wanted.vocab_size or checkpoint.tokenizer != tokenizer.to_dict():
+    theirs, ours = checkpoint.tokenizer, tokenizer.to_dict()
+    if theirs.get("kind") == ours.get("kind") == "char" and theirs.get("chars") != ours.get("chars"):
+        only_saved = "".join(sorted(set(str(theirs.get("chars"))) - set(ours["chars"])))
+        only_here = "".join(sorted(set(ours["chars"]) - set(str(theirs.get("chars")))))
+        raise CheckpointError(
+            f"cannot resume from {checkpoint.path}: the characters of the text differ (only in the checkpoint's "
+            f"text: {only_saved!r}; only in this --data: {only_here!r}), so the vocabulary does not match; "
+            "resume with the same --data, or start a new run in another --out-dir")
+    if saved.get("vocab_size") != wanted.vocab_size or theirs != ours:
         raise CheckpointError(
             f"cannot resume from {checkpoint.path}: its vocabulary ({saved.get('vocab_size')} tokens, "
             f"tokenizer {checkpoint.tokenizer.get('kind')!r}) does not match this run's ({wanted.vocab_size} "
@@ -284,11 +309,53 @@ def check_resume_compatible(checkpoint, wanted: GPTConfig, tokenizer) -> None:
                               "or start a new run in another --out-dir")
 
 
+def check_same_data(checkpoint, data_file: dict, allow_change: bool) -> bool:
+    """True if ``data_file`` (path, bytes, sha256) is what the checkpoint was trained on. A changed
+    file is refused unless ``allow_change``; then False, and the caller starts the best val loss over."""
+    saved = checkpoint.train_state.get("data_file")
+    if not isinstance(saved, dict):  # a checkpoint from before data files were recorded
+        return True
+    if (saved.get("sha256"), saved.get("bytes")) == (data_file["sha256"], data_file["bytes"]):
+        return True
+    if allow_change:
+        return False
+    raise CheckpointError(
+        f"cannot resume from {checkpoint.path}: the data file changed (sha256 {str(saved.get('sha256'))[:16]}... "
+        f"vs {data_file['sha256'][:16]}..., {saved.get('bytes'):,} vs {data_file['bytes']:,} bytes; it was "
+        f"{saved.get('path')}). Resume with the same --data, or pass --allow-data-change to go on training "
+        "on the new text (the best val loss then starts over)")
+
+
+def stop_if_diverged(what: str, it: int, values: dict[str, float | None], last_saved: int | None,
+                     out_dir: Path) -> None:
+    """Raise TrainingDiverged if any of ``values`` is NaN or infinite; nothing has been saved from them."""
+    bad = ", ".join(f"{name} {value}" for name, value in values.items()
+                    if value is not None and not math.isfinite(value))
+    if bad:
+        kept = (f"the checkpoints in {out_dir} are untouched (last saved at iteration {last_saved})"
+                if last_saved is not None else "nothing was saved")
+        raise TrainingDiverged(f"training diverged at iteration {it} ({what}: {bad}); stopped, and {kept}. "
+                               "Try a lower --lr, keep --grad-clip on, or allow a few bad steps with "
+                               "--skip-nonfinite N")
+
+
 def train(config: TrainConfig, opener=None) -> TrainResult:
-    """Train (or resume) a GPT as ``config`` says; prints progress; returns the final numbers."""
+    """Train (or resume) a GPT as ``config`` says; prints progress; returns the final numbers.
+
+    The out-dir is claimed first (``gpt/run_dir.py``): a run already there is refused unless it is
+    resumed or ``overwrite`` moves it aside, and two runs cannot share one out-dir at a time.
+    """
+    if config.cache_dir is not None:
+        check_usable_folder(Path(config.cache_dir), "--cache-dir")
+    with claim_out_dir(config.out_dir, resume=config.resume, overwrite=config.overwrite) as moved:
+        if moved is not None:
+            tqdm.write(f"--overwrite: the previous run in {config.out_dir} is now in {moved}")
+        return _train_in_claimed_out_dir(config, opener)
+
+
+def _train_in_claimed_out_dir(config: TrainConfig, opener=None) -> TrainResult:
     started = time.perf_counter()
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     say = tqdm.write
     tl.manual_seed(config.seed)
     device = backend.check_device(config.device)
@@ -296,6 +363,7 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
     extra = {"opener": opener} if opener is not None else {}
     data, tokenizer, text_path = prepare_data(config.data, config.tokenizer, config.cache_dir, config.gpt2_dir, **extra)
     data.check_block_size(config.block_size)
+    data_file = file_identity(text_path)
     wanted = model_config_for(config, tokenizer.vocab_size)
 
     checkpoint = None
@@ -318,16 +386,25 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
         try:
             start_iter = int(checkpoint.train_state["iteration"])
             best_val_loss = float(checkpoint.train_state.get("best_val_loss") or math.inf)
+            if not check_same_data(checkpoint, data_file, config.allow_data_change):
+                say(f"--allow-data-change: {text_path} differs from the checkpoint's data; "
+                    "the best val loss starts over")
+                best_val_loss = math.inf
             backend.set_rng_state(checkpoint.train_state["rng_state"])  # the batches continue where they stopped
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {checkpoint.path} has a malformed training state ({error!r})") from error
-    train_config = {k: v for k, v in asdict(config).items() if k != "resume"}
+    once_only = ("resume", "overwrite", "allow_data_change")  # they apply to one start, not to the run
+    train_config = {k: v for k, v in asdict(config).items() if k not in once_only}
+    last_saved = start_iter if checkpoint is not None else None
 
     def save(name: str, iteration: int) -> None:
+        nonlocal last_saved
         state = {"iteration": iteration, "best_val_loss": None if math.isinf(best_val_loss) else best_val_loss,
-                 "rng_state": backend.get_rng_state("cpu"), "train_config": train_config}
+                 "rng_state": backend.get_rng_state("cpu"), "train_config": train_config,
+                 "data_file": data_file}
         save_checkpoint(out_dir, name, model=model, model_config=wanted.to_dict(), tokenizer=tokenizer.to_dict(),
                         train_state=state, optimizer=optimizer)
+        last_saved = iteration
 
     say(f"data: {text_path} -> {len(data.train):,} train / {len(data.val):,} val tokens "
         f"(tokenizer {config.tokenizer}, vocabulary {tokenizer.vocab_size})")
@@ -340,7 +417,7 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
     progress = tqdm(total=config.max_iters, initial=start_iter, desc="training", unit="it",
                     disable=not config.progress, dynamic_ncols=True)
     params = list(model.parameters())
-    step_times, train_losses, sample, interrupted = [], [], "", False
+    step_times, train_losses, sample, interrupted, skipped = [], [], "", False, 0
     it = start_iter
     model.train()
     try:
@@ -352,6 +429,7 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
                 if it % config.eval_interval == 0 and not (checkpoint is not None and it == start_iter):
                     losses = estimate_loss(model, data, config.batch_size, config.block_size, config.eval_iters,
                                            numpy.random.default_rng([config.seed, it]))
+                    stop_if_diverged("eval", it, losses, last_saved, out_dir)
                     metrics.write(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"])
                     say(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                     if it > 0:
@@ -374,8 +452,14 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
                     # gradients add up over the micro-batches: scale so the sum is their mean
                     (loss * (1.0 / config.gradient_accumulation_steps)).backward()
                     loss_sum += loss.item()
-                grad_norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else float("nan")
-                optimizer.step()
+                grad_norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else None
+                if math.isfinite(loss_sum) and (grad_norm is None or math.isfinite(grad_norm)):
+                    optimizer.step()
+                elif skipped < config.skip_nonfinite:  # no update from this batch
+                    skipped += 1
+                    say(f"iter {it}: non-finite loss or gradient, step skipped ({skipped} of {config.skip_nonfinite})")
+                else:
+                    stop_if_diverged("step", it, {"loss": loss_sum, "gradient norm": grad_norm}, last_saved, out_dir)
                 optimizer.zero_grad()
                 backend.synchronize(device)
                 step_time = time.perf_counter() - step_start
@@ -400,6 +484,7 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
             else:
                 losses = estimate_loss(model, data, config.batch_size, config.block_size, config.final_eval_iters,
                                        numpy.random.default_rng([config.seed, it]))
+                stop_if_diverged("final eval", it, losses, last_saved, out_dir)
                 final_train, final_val = losses["train"], losses["val"]
                 metrics.write(kind="eval", iter=it, train_loss=final_train, val_loss=final_val,
                               batches=config.final_eval_iters)

@@ -32,7 +32,7 @@ def test_train_encode_decode(tmp_path, capsys):
     assert capsys.readouterr().out == "the cat"
 
     assert main(["encode", "--tokenizer", str(model), "--text", "a<|endoftext|>"]) == 1
-    assert "disallowed special token '<|endoftext|>'" in capsys.readouterr().err
+    assert "special token '<|endoftext|>': pass --allow-special" in capsys.readouterr().err
     assert main(["encode", "--tokenizer", str(model), "--text", "a<|endoftext|>",
                  "--allow-special"]) == 0
     assert capsys.readouterr().out.split()[-1] == "265"
@@ -71,4 +71,15 @@ def test_module_entry_point_and_example(tmp_path):
                          capture_output=True, text=True, env=environment, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "trained 400 tokens" in run.stdout and "bytes per token" in run.stdout
-    assert "longest tokens learned" in run.stdout and "\033[48;5;" in run.stdout
+    assert "longest tokens learned" in run.stdout
+    tokens_line = run.stdout.split("tokens:\n")[-1].splitlines()[0]
+    assert "\033[" not in run.stdout and tokens_line.count("|") == 8  # a pipe gets no colour codes
+    assert tokens_line.replace("|", "") == "Romeo, Romeo!"
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "train_bpe.py"), "--input",
+                          str(shakespeare), "--vocab-size", "400", "--color"],
+                         capture_output=True, text=True, env=environment, timeout=120)
+    assert run.returncode == 0 and "\033[48;5;" in run.stdout
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "train_bpe.py"), "--input",
+                          str(shakespeare), "--vocab-size", "100000"], capture_output=True, text=True,
+                         env=environment, timeout=120)
+    assert run.returncode == 1 and run.stderr.startswith("error: ") and "Traceback" not in run.stderr

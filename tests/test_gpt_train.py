@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import tinygrad_lite as tl
+import gpt.checkpoint as checkpoint_module
 from gpt import GPT, GPTConfig
 from gpt.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from gpt.data import (CharTokenizer, DataError, TokenData, download_tiny_shakespeare, load_text, prepare_data,
@@ -165,7 +166,6 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_crash_during_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
-    import gpt.checkpoint as checkpoint_module
 
     old_model, _ = make_checkpoint(tmp_path, iteration=1, seed=0)
 
@@ -207,6 +207,10 @@ def test_corrupted_or_incompatible_checkpoints(tmp_path):
 
     document = json.loads((tmp_path / "last.json").read_text())
     document["model_config"]["n_embd"] = 16
+    (tmp_path / "last.json").write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match="changed after it was saved"):  # the JSON's own checksum
+        load_checkpoint(tmp_path)
+    document["json_sha256"] = checkpoint_module._document_sha256(document)  # a consistent but wrong file
     (tmp_path / "last.json").write_text(json.dumps(document))
     with pytest.raises(CheckpointError, match="does not fit"):
         load_model(load_checkpoint(tmp_path))
@@ -315,17 +319,18 @@ def test_example_scripts(small_text, tmp_path, capsys):
                               "--cache-dir", str(tmp_path / "cache")]) == 0
     assert load_checkpoint(out).train_state["iteration"] == 6
     assert train_script.main(["--out-dir", str(out), "--resume", "--block-size", "16",
-                              "--cache-dir", str(tmp_path / "cache")]) == 2
+                              "--cache-dir", str(tmp_path / "cache")]) == 1
     assert "block_size" in capsys.readouterr().err
-    assert train_script.main(["--data", str(tmp_path / "missing.txt"), "--out-dir", str(tmp_path / "o2")]) == 2
+    assert train_script.main(["--data", str(tmp_path / "missing.txt"), "--out-dir", str(tmp_path / "o2")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()  # a failed start leaves no empty out-dir
 
     assert sample_script.main(["--out-dir", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "20"]) == 0
     assert capsys.readouterr().out.startswith("ROMEO:")
-    assert sample_script.main(["--out-dir", str(out), "--prompt", "\u00e9"]) == 2
+    assert sample_script.main(["--out-dir", str(out), "--prompt", "\u00e9"]) == 1
     assert "not in the vocabulary" in capsys.readouterr().err
     (out / "last.json").write_text("{ broken")
-    assert sample_script.main(["--out-dir", str(out)]) == 2
+    assert sample_script.main(["--out-dir", str(out)]) == 1
     assert "corrupted" in capsys.readouterr().err
 
     defaults = train_script.config_from_args(train_script.build_parser().parse_args([]))
