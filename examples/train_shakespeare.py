@@ -13,6 +13,7 @@ continues from it.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -107,6 +108,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{**defaults_for_device(args.device or "cpu"), **given})
 
 
+def as_flags(message: str) -> str:
+    """A TrainConfig message in the words of this command line: field names become flags."""
+    flags = {f.name: "--" + f.name.replace("_", "-") for f in fields(TrainConfig)}
+    flags["gradient_accumulation_steps"] = "--grad-accum"
+    names = "|".join(sorted(flags, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({names})\b", lambda m: flags[m.group(1)], message.removeprefix("TrainConfig: "))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 1 the run failed (bad data, checkpoint, out-dir; divergence), 2 bad flags, 130 Ctrl-C."""
     parser = build_parser()
@@ -118,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
     except ValueError as error:  # flags that are fine alone but not together (or with the checkpoint's)
-        parser.error(str(error))
+        parser.error(as_flags(str(error)))
     except (CheckpointError, RunDirError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -204,6 +204,11 @@ def load_model(checkpoint: Checkpoint):
         config = GPTConfig.from_dict(checkpoint.model_config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {checkpoint.path} has an unusable model config: {error}") from error
+    not_finite = [name for name, value in checkpoint.model_state.items()
+                  if value.dtype.kind == "f" and not numpy.isfinite(value).all()]
+    if not_finite:
+        raise CheckpointError(f"checkpoint {checkpoint.path} holds NaN or infinite weights ({', '.join(not_finite[:3])}"
+                              f"{', ...' if len(not_finite) > 3 else ''}): the run that saved it had diverged")
     model = GPT(config)
     try:
         model.load_state_dict(checkpoint.model_state, strict=True)

@@ -9,7 +9,9 @@
 * A lock file, ``.lock``, holds the pid, host and start time of the run that owns the folder. A
   second run is refused with those facts; a lock whose process is gone (same host) is stale and
   is taken over.
-* Temporary files that a killed save left behind are removed (see ``checkpoint.remove_debris``).
+* Temporary files that a killed save left behind are removed (see ``checkpoint.remove_debris``;
+  also the ``.tmpXXXXXX`` files through which safetensors writes), and weights files that no
+  checkpoint points at.
 * Unusable paths (a file where a folder should be, a folder we may not write) are reported before
   any work starts, and a folder created for a start that then fails is removed again.
 """
@@ -19,6 +21,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +30,7 @@ from .checkpoint import CHECKPOINT_NAMES, remove_debris
 
 RUN_FILES = ("last.json", "best.json", "metrics.jsonl")
 LOCK_NAME = ".lock"
+UNFINISHED_WRITE = re.compile(r"\.tmp[A-Za-z0-9]{6}")  # the Rust tempfile crate's names
 
 
 class RunDirError(RuntimeError):
@@ -132,6 +136,9 @@ def claim_out_dir(out_dir: str | Path, *, resume: bool, overwrite: bool) -> Iter
             moved = move_run_aside(out_dir)
         for name in CHECKPOINT_NAMES:
             remove_debris(out_dir, name)
+        for unfinished in out_dir.glob(".tmp*"):  # safetensors writes through a Rust `.tmpXXXXXX` file
+            if UNFINISHED_WRITE.fullmatch(unfinished.name) and unfinished.is_file():
+                unfinished.unlink(missing_ok=True)
         yield moved
     finally:
         if lock is not None and _read_lock(lock).get("pid") == os.getpid():

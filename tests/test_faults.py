@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,39 @@ def test_a_save_killed_at_any_point_leaves_a_loadable_checkpoint_and_no_debris(s
         weights = [n for n in names if n.endswith(".safetensors")]
         assert not [n for n in names if n.endswith(".tmp")], (die_at, names)
         assert len(weights) == sum(n in names for n in ("last.json", "best.json")), (die_at, names)
+
+
+@pytest.mark.timeout(90)
+def test_a_sigkill_while_safetensors_writes_leaves_nothing_after_the_next_start(small_text, tmp_path):
+    # A model of ~38 MB of weights and moments, saving at every iteration: poll for the temporary
+    # file safetensors writes through, and kill -9 the process while it is there.
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from gpt.train import TrainConfig, train
+        train(TrainConfig(data={str(small_text)!r}, cache_dir={str(tmp_path / "c")!r}, out_dir={str(out)!r},
+                          n_layer=4, n_head=4, n_embd=256, block_size=8, batch_size=2, max_iters=200,
+                          eval_interval=1, eval_iters=1, final_eval_iters=1, sample_tokens=1, progress=False))
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if out.is_dir() and (out / "last.json").exists() and any(out.glob(".tmp*")):
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.0005)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL, "never caught a save in progress: " + process.stderr.read().decode()[-500:]
+    with claim_out_dir(out, resume=True, overwrite=False):
+        names = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+        load_checkpoint(out, "last")
+    assert not [n for n in names if n.startswith(".tmp") or n.endswith(".tmp")], names
+    assert len([n for n in names if n.endswith(".safetensors")]) == 2, names  # last's and best's
 
 
 # ------------------------------------------------------- divergence and flags
@@ -228,3 +263,24 @@ def test_a_read_only_parent_is_reported(small_text, tmp_path):
 def test_python_m_gpt_says_where_to_look():
     run = subprocess.run([sys.executable, "-m", "gpt"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert run.returncode == 2 and "examples/train_shakespeare.py" in run.stderr
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_for_sampling(tmp_path, capsys):
+    import numpy as np
+
+    from gpt import GPT, GPTConfig
+    from gpt.checkpoint import save_checkpoint
+    from gpt.data import CharTokenizer
+
+    model = GPT(GPTConfig(vocab_size=3, block_size=4, n_layer=1, n_head=1, n_embd=4))
+    model.wte.weight.data[0, 0] = np.nan  # as a diverged run would have saved before this check existed
+    save_checkpoint(tmp_path, "last", model=model, model_config=model.config.to_dict(),
+                    tokenizer=CharTokenizer("abc").to_dict(), train_state={"iteration": 1})
+    assert load_example("sample").main(["--out-dir", str(tmp_path)]) == 1
+    assert "NaN or infinite weights (lm_head.weight, wte.weight)" in capsys.readouterr().err  # tied
+
+
+def test_config_errors_are_worded_as_flags():
+    script = load_example("train_shakespeare")
+    assert script.as_flags("TrainConfig: min_lr must be finite, got nan; gradient_accumulation_steps too") == \
+        "--min-lr must be finite, got nan; --grad-accum too"
