@@ -50,6 +50,18 @@ def check_usable_folder(path: Path, flag: str) -> None:
         raise RunDirError(f"{flag} {path} cannot be written: no write permission for {existing}")
 
 
+def make_folder(path: Path, flag: str) -> bool:
+    """Create ``path`` (and its parents) after `check_usable_folder`; True if it did not exist."""
+    check_usable_folder(path, flag)
+    if path.is_dir():
+        return False
+    try:
+        path.mkdir(parents=True)
+    except OSError as error:  # e.g. under /proc, or a read-only file system, where permissions look fine
+        raise RunDirError(f"{flag} {path} cannot be created: {error.strerror or error}") from None
+    return True
+
+
 def holds_a_run(out_dir: Path) -> bool:
     return any((out_dir / name).exists() for name in RUN_FILES)
 
@@ -120,9 +132,7 @@ def _take_lock(out_dir: Path) -> Path:
 def claim_out_dir(out_dir: str | Path, *, resume: bool, overwrite: bool) -> Iterator[Path | None]:
     """Own ``out_dir`` for one run (see the module docstring); yields where an overwritten run went."""
     out_dir = Path(out_dir)
-    check_usable_folder(out_dir, "--out-dir")
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created = make_folder(out_dir, "--out-dir")
     lock = None
     try:
         lock = _take_lock(out_dir)

@@ -31,7 +31,7 @@ from tinygrad_lite.optim import clip_grad_norm_, get_lr
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_json, save_checkpoint
 from .data import file_identity, prepare_data
-from .run_dir import check_usable_folder, claim_out_dir
+from .run_dir import check_usable_folder, claim_out_dir, make_folder
 from .model import GPT, GPTConfig
 
 
@@ -345,8 +345,9 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
     The out-dir is claimed first (``gpt/run_dir.py``): a run already there is refused unless it is
     resumed or ``overwrite`` moves it aside, and two runs cannot share one out-dir at a time.
     """
+    check_usable_folder(Path(config.out_dir), "--out-dir")  # before the cache folder is made
     if config.cache_dir is not None:
-        check_usable_folder(Path(config.cache_dir), "--cache-dir")
+        make_folder(Path(config.cache_dir), "--cache-dir")
     with claim_out_dir(config.out_dir, resume=config.resume, overwrite=config.overwrite) as moved:
         if moved is not None:
             tqdm.write(f"--overwrite: the previous run in {config.out_dir} is now in {moved}")

@@ -252,6 +252,16 @@ def test_unusable_folders_are_reported_before_any_work(small_text, tmp_path, whi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "small.txt"]  # no folder left behind
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("flag", ["--out-dir", "--cache-dir"])
+def test_a_folder_that_cannot_be_created_is_reported(small_text, tmp_path, flag, capsys):
+    script = load_example("train_shakespeare")
+    folders = {"--out-dir": str(tmp_path / "out"), "--cache-dir": str(tmp_path / "cache"), flag: "/proc/x"}
+    assert script.main(["--data", str(small_text), "--max-iters", "1", *[a for f in folders.items() for a in f]]) == 1
+    assert f"error: {flag} /proc/x cannot be created" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 def test_a_read_only_parent_is_reported(small_text, tmp_path):
     locked = tmp_path / "locked"
