@@ -27,12 +27,10 @@ import contextlib
 import os
 import traceback
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import backend, profiler
 
-if TYPE_CHECKING:
-    from .tensor import Tensor
 
 # ---------------------------------------------------------------- grad mode
 
@@ -141,8 +139,6 @@ class Function:
 
         Returns the output tensor (a tuple of them if forward returned a tuple).
         """
-        from .tensor import Tensor  # noqa: PLC0415 -- tensor.py imports this module
-
         for position, tensor in enumerate(inputs):
             if not isinstance(tensor, Tensor):
                 raise TypeError(f"{cls.__name__}.apply: input {position} is {type(tensor).__name__}, expected Tensor")
@@ -256,57 +252,55 @@ def _check_grad(fn: Function, index: int, parent: "Tensor", grad) -> None:
                            f"for input {index} of dtype {parent.dtype}")
 
 
+class _Waiting:
+    """A Function in the backward walk: the gradients of its outputs so far, and how many of its
+    outputs the walk has still to reach (an op with several outputs, like Split, runs once)."""
+
+    __slots__ = ("output_grads", "outputs_to_come")
+
+    def __init__(self, num_outputs: int):
+        self.output_grads: list = [None] * num_outputs
+        self.outputs_to_come = 0
+
+
 def backward_pass(root: "Tensor", gradient, retain_graph: bool = False) -> None:
     """Propagate ``gradient`` (dLoss/droot) back through the graph.
 
-    Walks tensors from the root to the leaves (reverse topological order),
-    calling each creator's ``backward`` and summing the gradients that reach
-    a tensor from all the ops that used it (a "diamond", weight tying, ...).
-    Leaves that require grad accumulate into ``.grad``; so do non-leaves that
-    called ``retain_grad()``. Unless ``retain_graph``, the graph is freed.
+    Walks tensors from the root to the leaves (reverse topological order). Each tensor's
+    gradient, summed over all the ops that used it (a "diamond", weight tying, ...), goes to
+    the Function that created it; once the walk has passed all of that Function's outputs, its
+    ``backward`` runs and adds to the gradients of its inputs. Leaves that require grad
+    accumulate into ``.grad``; so do non-leaves that called ``retain_grad()``. Unless
+    ``retain_graph``, each tensor forgets its creator as the walk passes it.
     """
     if root._graph_freed:
         raise RuntimeError("Trying to backward through the graph a second time: its saved values were freed "
                            "by the first backward; pass retain_graph=True to the first backward call")
-    grads = {id(root): gradient}
     order = _topological_order(root)
-    # A Function with several outputs runs its backward once, at the last of its outputs
-    # in the walk (by then every output's gradient is complete); until then they wait here.
-    waiting: dict[int, list] = {}
+    waiting: dict[int, _Waiting] = {}
     for tensor in order:
-        if tensor._ctx is not None and tensor._ctx.num_outputs > 1:
-            entry = waiting.setdefault(id(tensor._ctx), [[None] * tensor._ctx.num_outputs, 0])
-            entry[1] += 1  # outputs still to come
+        if tensor._ctx is not None:
+            fn = tensor._ctx
+            waiting.setdefault(id(fn), _Waiting(fn.num_outputs)).outputs_to_come += 1
+    grads = {id(root): gradient}
     for tensor in reversed(order):
-        grad = grads.pop(id(tensor), None)
-        fn = tensor._ctx
-        if fn is not None and fn.num_outputs > 1:
-            entry = waiting[id(fn)]
-            entry[0][tensor._output_index] = grad
-            entry[1] -= 1
-            if grad is not None and tensor._retains_grad:
-                tensor._accumulate_grad(grad)
-            if not retain_graph:
-                tensor._ctx, tensor._graph_freed = None, True
-            if entry[1] > 0 or all(g is None for g in entry[0]):
-                continue
-            _run_backward(fn, tuple(entry[0]), grads)
-            continue
-        if grad is None:
-            continue
-        if tensor._ctx is None:
-            if tensor._graph_freed:
+        grad, fn = grads.pop(id(tensor), None), tensor._ctx
+        if fn is None:  # a leaf, or a tensor whose graph an earlier backward freed
+            if grad is not None and tensor._graph_freed:
                 raise RuntimeError("Trying to backward through the graph a second time: an intermediate result "
                                    "was freed by an earlier backward; pass retain_graph=True to it")
-            if tensor.requires_grad:
+            if grad is not None and tensor.requires_grad:
                 tensor._accumulate_grad(grad)
             continue
-        if tensor._retains_grad:
+        if grad is not None and tensor._retains_grad:
             tensor._accumulate_grad(grad)
-        _run_backward(fn, (grad,), grads)
         if not retain_graph:
-            tensor._ctx = None
-            tensor._graph_freed = True
+            tensor._ctx, tensor._graph_freed = None, True
+        node = waiting[id(fn)]
+        node.output_grads[tensor._output_index] = grad
+        node.outputs_to_come -= 1
+        if node.outputs_to_come == 0 and any(g is not None for g in node.output_grads):
+            _run_backward(fn, tuple(node.output_grads), grads)
 
 
 def _run_backward(fn: Function, output_grads: tuple, grads: dict) -> None:
@@ -328,3 +322,8 @@ def _run_backward(fn: Function, output_grads: tuple, grads: dict) -> None:
             _check_finite(parent_grad, f"gradient for input {index}", fn)
         previous = grads.get(id(parent))
         grads[id(parent)] = parent_grad if previous is None else previous + parent_grad
+
+
+# tensor.py builds on this module, so Tensor comes last: by the time tensor.py runs, everything it
+# imports from here is defined (the package's __init__ imports this module before tensor.py).
+from .tensor import Tensor  # noqa: E402
