@@ -29,9 +29,9 @@ import numpy
 import tinygrad_lite as tl
 from tinygrad_lite import backend
 
-from .model import GPT
+from tinygrad_lite.fused import GELU_C, GELU_K
 
-_GELU_C = math.sqrt(2.0 / math.pi)
+from .model import GPT
 
 
 # -------------------------------------------------------------- the window
@@ -151,8 +151,8 @@ def _twice_gelu(x, xp):
     (The 1/2 is folded into the weights of the Linear that reads this.)
     """
     inner = x * x
-    inner *= 0.044715 * _GELU_C
-    inner += _GELU_C
+    inner *= GELU_K * GELU_C
+    inner += GELU_C
     inner *= x
     xp.tanh(inner, out=inner)
     inner += 1.0

@@ -103,3 +103,11 @@ def gpt2_files() -> tuple[Path, Path]:
 @pytest.fixture
 def cl100k_path() -> Path:
     return require_data_file("cl100k_base.tiktoken")
+
+
+@pytest.fixture
+def small_text(shakespeare_path, tmp_path) -> Path:
+    """The first 60,000 characters of tiny Shakespeare, in a file of the test's own."""
+    path = tmp_path / "small.txt"
+    path.write_text(shakespeare_path.read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+    return path

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_gpt_train import load_example, small_text, tiny_config  # noqa: F401  (small_text: a fixture)
+from test_gpt_train import load_example, tiny_config
 
 import gpt.train as train_module
 from gpt.checkpoint import CheckpointError, load_checkpoint

@@ -29,13 +29,6 @@ from gpt.train import TrainConfig, config_for_resume, train
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def small_text(shakespeare_path, tmp_path) -> Path:
-    path = tmp_path / "small.txt"
-    path.write_text(shakespeare_path.read_text(encoding="utf-8")[:60_000], encoding="utf-8")
-    return path
-
-
 def tiny_config(tmp_path: Path, data: Path, **overrides) -> TrainConfig:
     settings = dict(data=str(data), cache_dir=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"),
                     n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=4, max_iters=20, warmup_iters=2,

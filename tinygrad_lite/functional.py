@@ -113,12 +113,9 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     return fused.LayerNorm.apply(x, *params, has_weight=weight is not None, has_bias=bias is not None, eps=eps)
 
 
-_GELU_C = math.sqrt(2.0 / math.pi)
-
-
 def gelu_reference(x: Tensor) -> Tensor:
     """GELU, tanh approximation (GPT-2's): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return 0.5 * x * (1.0 + (_GELU_C * (x + 0.044715 * x * x * x)).tanh())
+    return 0.5 * x * (1.0 + (fused.GELU_C * (x + fused.GELU_K * x * x * x)).tanh())
 
 
 def gelu(x: Tensor) -> Tensor:

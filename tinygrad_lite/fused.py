@@ -359,8 +359,8 @@ class LayerNorm(Function):
 
 # --------------------------------------------------------------------- GELU
 
-_GELU_C = math.sqrt(2.0 / math.pi)
-_GELU_K = 0.044715
+GELU_C = math.sqrt(2.0 / math.pi)  # GELU's constants, for every twin (functional.py, gpt/generation.py)
+GELU_K = 0.044715
 
 
 class Gelu(Function):
@@ -389,8 +389,8 @@ class Gelu(Function):
         def chunk(start, stop):
             xs, ss = flat[start:stop], s[start:stop]
             xp.multiply(xs, xs, out=ss)
-            ss *= _GELU_C * _GELU_K
-            ss += _GELU_C
+            ss *= GELU_C * GELU_K
+            ss += GELU_C
             ss *= xs  # u = c x + c k x^3
             xp.tanh(ss, out=ss)
             ss += 1.0
@@ -413,8 +413,8 @@ class Gelu(Function):
         def chunk(start, stop):
             xs, ss, dxs, s_one_minus_s = x[start:stop], s[start:stop], dx[start:stop], scratch[start:stop]
             xp.multiply(xs, xs, out=dxs)
-            dxs *= 6.0 * _GELU_C * _GELU_K
-            dxs += 2.0 * _GELU_C
+            dxs *= 6.0 * GELU_C * GELU_K
+            dxs += 2.0 * GELU_C
             dxs *= xs  # 2 c x + 6 c k x^3
             xp.subtract(1.0, ss, out=s_one_minus_s)
             s_one_minus_s *= ss
