@@ -271,14 +271,6 @@ class StopOnInterrupt:
 
 # ------------------------------------------------------------------ train
 
-def learning_rate(it: int, config: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT's schedule)."""
-    if config.lr_decay_iters <= config.warmup_iters:  # a run too short to decay (a quick test): warmup only
-        return config.lr * min(1.0, (it + 1) / (config.warmup_iters + 1))
-    return get_lr(it, warmup_iters=config.warmup_iters, lr_decay_iters=config.lr_decay_iters,
-                  max_lr=config.lr, min_lr=config.min_lr)
-
-
 def model_config_for(config: TrainConfig, vocab_size: int) -> GPTConfig:
     return GPTConfig(vocab_size=vocab_size, block_size=config.block_size, n_layer=config.n_layer,
                      n_head=config.n_head, n_embd=config.n_embd, dropout=config.dropout, bias=config.bias)
@@ -442,7 +434,8 @@ def _train_in_claimed_out_dir(config: TrainConfig, opener=None) -> TrainResult:
                         save("best", it)
                     save("last", it)
 
-                lr = learning_rate(it, config)
+                lr = get_lr(it, warmup_iters=config.warmup_iters, lr_decay_iters=config.lr_decay_iters,
+                            max_lr=config.lr, min_lr=config.min_lr)  # warmup, then cosine decay
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 step_start = time.perf_counter()

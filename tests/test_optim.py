@@ -279,6 +279,8 @@ def test_get_lr_key_points():
     assert lr(111) == lr(10_000) == 0.1
     for it in range(0, 130):
         assert lr(it) == nanogpt_get_lr(it, 10, 110, 1.0, 0.1)
+    short = [optim.get_lr(it, warmup_iters=4, lr_decay_iters=3, max_lr=1.0, min_lr=0.1) for it in range(7)]
+    assert short == [0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0]  # too short to decay: warmup, then max_lr
 
 
 def test_warmup_cosine_schedule_sets_group_lrs():

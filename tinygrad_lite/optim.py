@@ -592,12 +592,14 @@ def get_lr(it: int, *, warmup_iters: int, lr_decay_iters: int, max_lr: float, mi
         it > lr_decay_iters:       min_lr                                      (the floor)
         otherwise, with r = (it - warmup_iters) / (lr_decay_iters - warmup_iters) in [0, 1]:
                                    min_lr + 0.5 * (1 + cos(pi * r)) * (max_lr - min_lr)   (cosine decay)
+
+    A schedule too short to decay (lr_decay_iters <= warmup_iters, say a quick test run) warms
+    up and then stays at max_lr.
     """
-    if lr_decay_iters <= warmup_iters:
-        raise ValueError(f"get_lr: lr_decay_iters ({lr_decay_iters}) must be greater than "
-                         f"warmup_iters ({warmup_iters})")
     if it < warmup_iters:
         return max_lr * (it + 1) / (warmup_iters + 1)
+    if lr_decay_iters <= warmup_iters:
+        return max_lr
     if it > lr_decay_iters:
         return min_lr
     decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
