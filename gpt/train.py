@@ -334,8 +334,11 @@ def stop_if_diverged(what: str, it: int, values: dict[str, float | None], last_s
 def train(config: TrainConfig, opener=None) -> TrainResult:
     """Train (or resume) a GPT as ``config`` says; prints progress; returns the final numbers.
 
-    The out-dir is claimed first (``gpt/run_dir.py``): a run already there is refused unless it is
-    resumed or ``overwrite`` moves it aside, and two runs cannot share one out-dir at a time.
+    The story: claim the out-dir, set up (or resume) the run, then iterate: every eval_interval
+    evaluate and checkpoint, and take one optimizer step; at the end, a final evaluation,
+    checkpoint and sample. The out-dir is claimed first (``gpt/run_dir.py``): a run already there
+    is refused unless it is resumed or ``overwrite`` moves it aside, and two runs cannot share one
+    out-dir at a time.
     """
     check_usable_folder(Path(config.out_dir), "--out-dir")  # before the cache folder is made
     if config.cache_dir is not None:
@@ -343,162 +346,201 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
     with claim_out_dir(config.out_dir, resume=config.resume, overwrite=config.overwrite) as moved:
         if moved is not None:
             tqdm.write(f"--overwrite: the previous run in {config.out_dir} is now in {moved}")
-        return _train_in_claimed_out_dir(config, opener)
+        started = time.perf_counter()
+        run = set_up_run(config, opener)
+        run.metrics = MetricsLog(run.out_dir / "metrics.jsonl", resume_from=run.start_iter if run.resumed else None)
+        progress = tqdm(total=config.max_iters, initial=run.start_iter, desc="training", unit="it",
+                        disable=not config.progress, dynamic_ncols=True)
+        try:
+            with StopOnInterrupt(tqdm.write) as stop:
+                it = run.start_iter
+                run.model.train()
+                while it < config.max_iters and not stop.requested:
+                    if it % config.eval_interval == 0 and not (run.resumed and it == run.start_iter):
+                        evaluate_and_save(run, it)
+                    loss, seconds = take_a_step(run, it)
+                    it += 1
+                    progress.set_postfix_str(f"loss {loss:.4f}, {seconds * 1000:.0f} ms/iter, "
+                                             f"{config.tokens_per_iter() / seconds:,.0f} tok/s", refresh=False)
+                    progress.update(1)
+                final = finish(run, it, interrupted=stop.requested)
+        finally:
+            progress.close()
+            run.metrics.close()
+        if plot_losses(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png"):
+            tqdm.write(f"loss curve: {run.out_dir / 'loss.png'}")
+        ms_per_iter = 1000 * float(numpy.mean(run.step_times)) if run.step_times else float("nan")
+        return TrainResult(iterations=it, final_train_loss=final["train"], final_val_loss=final["val"],
+                           best_val_loss=run.best_val_loss, wall_time_s=time.perf_counter() - started,
+                           ms_per_iter=ms_per_iter,
+                           tokens_per_s=config.tokens_per_iter() * 1000 / ms_per_iter if run.step_times else float("nan"),
+                           sample=run.sample, interrupted=stop.requested, out_dir=run.out_dir,
+                           train_losses=run.train_losses)
 
 
-def _train_in_claimed_out_dir(config: TrainConfig, opener=None) -> TrainResult:
-    started = time.perf_counter()
-    out_dir = Path(config.out_dir)
-    say = tqdm.write
+@dataclass
+class Run:
+    """What one call of ``train`` works on: made by ``set_up_run``, changed by the steps after it."""
+    config: TrainConfig
+    out_dir: Path
+    device: str
+    data: object                     # gpt.data.TokenData
+    tokenizer: object
+    data_file: dict                  # path, bytes and SHA-256 of the text (recorded in checkpoints)
+    model_config: GPTConfig
+    model: GPT
+    optimizer: object
+    params: list                     # the model's parameters, in order (for gradient clipping)
+    start_iter: int = 0
+    best_val_loss: float = math.inf
+    resumed: bool = False
+    last_saved: int | None = None    # the iteration of the latest checkpoint on disk
+    metrics: MetricsLog | None = None
+    skipped: int = 0                 # non-finite steps skipped so far (--skip-nonfinite)
+    step_times: list = field(default_factory=list)
+    train_losses: list = field(default_factory=list)
+    sample: str = ""
+
+    def save(self, name: str, iteration: int) -> None:
+        once_only = ("resume", "overwrite", "allow_data_change")  # they apply to one start, not to the run
+        state = {"iteration": iteration,
+                 "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
+                 "rng_state": backend.get_rng_state("cpu"),
+                 "train_config": {k: v for k, v in asdict(self.config).items() if k not in once_only},
+                 "data_file": self.data_file}
+        save_checkpoint(self.out_dir, name, model=self.model, model_config=self.model_config.to_dict(),
+                        tokenizer=self.tokenizer.to_dict(), train_state=state, optimizer=self.optimizer)
+        self.last_saved = iteration
+
+
+def set_up_run(config: TrainConfig, opener=None) -> Run:
+    """Seed, load the data, build the model and optimizer, and restore them from --out-dir's
+    ``last`` checkpoint when resuming; prints what it is about to train."""
     tl.manual_seed(config.seed)
     device = backend.check_device(config.device)
-
     extra = {"opener": opener} if opener is not None else {}
     data, tokenizer, text_path = prepare_data(config.data, config.tokenizer, config.cache_dir, config.gpt2_dir, **extra)
     data.check_block_size(config.block_size)
-    data_file = file_identity(text_path)
     wanted = model_config_for(config, tokenizer.vocab_size)
-
     checkpoint = None
     if config.resume:
-        checkpoint = load_checkpoint(out_dir, "last")
+        checkpoint = load_checkpoint(config.out_dir, "last")
         check_resume_compatible(checkpoint, wanted, tokenizer)
-        model = load_model(checkpoint)
-    else:
-        model = GPT(wanted)
+    model = load_model(checkpoint) if checkpoint is not None else GPT(wanted)
     model.to(device)
     optimizer = model.configure_optimizer(config.lr, config.weight_decay, (config.beta1, config.beta2))
-    start_iter, best_val_loss = 0, math.inf
+    run = Run(config=config, out_dir=Path(config.out_dir), device=device, data=data, tokenizer=tokenizer,
+              data_file=file_identity(text_path), model_config=wanted, model=model, optimizer=optimizer,
+              params=list(model.parameters()))
     if checkpoint is not None:
-        if checkpoint.optimizer_state is None:
-            raise CheckpointError(f"checkpoint {checkpoint.path} has no optimizer state, so it cannot be resumed")
-        try:
-            optimizer.load_state_dict(checkpoint.optimizer_state)
-        except (ValueError, KeyError) as error:
-            raise CheckpointError(f"checkpoint {checkpoint.path}: optimizer state does not fit: {error}") from error
-        try:
-            start_iter = int(checkpoint.train_state["iteration"])
-            best_val_loss = float(checkpoint.train_state.get("best_val_loss") or math.inf)
-            if not check_same_data(checkpoint, data_file, config.allow_data_change):
-                say(f"--allow-data-change: {text_path} differs from the checkpoint's data; "
-                    "the best val loss starts over")
-                best_val_loss = math.inf
-            backend.set_rng_state(checkpoint.train_state["rng_state"])  # the batches continue where they stopped
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"checkpoint {checkpoint.path} has a malformed training state ({error!r})") from error
-    once_only = ("resume", "overwrite", "allow_data_change")  # they apply to one start, not to the run
-    train_config = {k: v for k, v in asdict(config).items() if k not in once_only}
-    last_saved = start_iter if checkpoint is not None else None
-
-    def save(name: str, iteration: int) -> None:
-        nonlocal last_saved
-        state = {"iteration": iteration, "best_val_loss": None if math.isinf(best_val_loss) else best_val_loss,
-                 "rng_state": backend.get_rng_state("cpu"), "train_config": train_config,
-                 "data_file": data_file}
-        save_checkpoint(out_dir, name, model=model, model_config=wanted.to_dict(), tokenizer=tokenizer.to_dict(),
-                        train_state=state, optimizer=optimizer)
-        last_saved = iteration
-
+        restore_training_state(run, checkpoint)
+    say = tqdm.write
     say(f"data: {text_path} -> {len(data.train):,} train / {len(data.val):,} val tokens "
         f"(tokenizer {config.tokenizer}, vocabulary {tokenizer.vocab_size})")
     say(model.param_table())
     say(f"{config.tokens_per_iter():,} tokens per iteration on {device}; "
-        f"{'resuming at' if checkpoint else 'starting at'} iteration {start_iter} of {config.max_iters}; "
-        f"writing to {out_dir}")
+        f"{'resuming at' if run.resumed else 'starting at'} iteration {run.start_iter} of {config.max_iters}; "
+        f"writing to {run.out_dir}")
+    return run
 
-    metrics = MetricsLog(out_dir / "metrics.jsonl", resume_from=start_iter if checkpoint else None)
-    progress = tqdm(total=config.max_iters, initial=start_iter, desc="training", unit="it",
-                    disable=not config.progress, dynamic_ncols=True)
-    params = list(model.parameters())
-    step_times, train_losses, sample, interrupted, skipped = [], [], "", False, 0
-    it = start_iter
-    model.train()
+
+def restore_training_state(run: Run, checkpoint) -> None:
+    """The optimizer's moments, the iteration, the best val loss and the random generator's state."""
+    if checkpoint.optimizer_state is None:
+        raise CheckpointError(f"checkpoint {checkpoint.path} has no optimizer state, so it cannot be resumed")
     try:
-        with StopOnInterrupt(say) as stop:
-            while it < config.max_iters:
-                if stop.requested:
-                    interrupted = True
-                    break
-                if it % config.eval_interval == 0 and not (checkpoint is not None and it == start_iter):
-                    losses = estimate_loss(model, data, config.batch_size, config.block_size, config.eval_iters,
-                                           numpy.random.default_rng([config.seed, it]))
-                    stop_if_diverged("eval", it, losses, last_saved, out_dir)
-                    metrics.write(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"])
-                    say(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                    if it > 0:
-                        sample = write_sample(model, tokenizer, data, config.sample_tokens,
-                                              numpy.random.default_rng([config.seed, it, 1]))
-                        say(f"--- sample at iter {it} ---\n{sample}\n---")
-                    if losses["val"] < best_val_loss:
-                        best_val_loss = losses["val"]
-                        save("best", it)
-                    save("last", it)
+        run.optimizer.load_state_dict(checkpoint.optimizer_state)
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"checkpoint {checkpoint.path}: optimizer state does not fit: {error}") from error
+    try:
+        run.start_iter = run.last_saved = int(checkpoint.train_state["iteration"])
+        run.best_val_loss = float(checkpoint.train_state.get("best_val_loss") or math.inf)
+        if not check_same_data(checkpoint, run.data_file, run.config.allow_data_change):
+            tqdm.write(f"--allow-data-change: {run.data_file['path']} differs from the checkpoint's data; "
+                       "the best val loss starts over")
+            run.best_val_loss = math.inf
+        backend.set_rng_state(checkpoint.train_state["rng_state"])  # the batches continue where they stopped
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {checkpoint.path} has a malformed training state ({error!r})") from error
+    run.resumed = True
 
-                lr = get_lr(it, warmup_iters=config.warmup_iters, lr_decay_iters=config.lr_decay_iters,
-                            max_lr=config.lr, min_lr=config.min_lr)  # warmup, then cosine decay
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                step_start = time.perf_counter()
-                loss_sum = 0.0
-                for _ in range(config.gradient_accumulation_steps):
-                    x, y = data.get_batch("train", config.batch_size, config.block_size, backend.generator("cpu"))
-                    _, loss = model(x, y)
-                    # gradients add up over the micro-batches: scale so the sum is their mean
-                    (loss * (1.0 / config.gradient_accumulation_steps)).backward()
-                    loss_sum += loss.item()
-                grad_norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else None
-                if math.isfinite(loss_sum) and (grad_norm is None or math.isfinite(grad_norm)):
-                    optimizer.step()
-                elif skipped < config.skip_nonfinite:  # no update from this batch
-                    skipped += 1
-                    say(f"iter {it}: non-finite loss or gradient, step skipped ({skipped} of {config.skip_nonfinite})")
-                else:
-                    stop_if_diverged("step", it, {"loss": loss_sum, "gradient norm": grad_norm}, last_saved, out_dir)
-                optimizer.zero_grad()
-                backend.synchronize(device)
-                step_time = time.perf_counter() - step_start
-                it += 1
 
-                step_loss = loss_sum / config.gradient_accumulation_steps
-                step_times.append(step_time)
-                train_losses.append(step_loss)
-                tokens_per_s = config.tokens_per_iter() / step_time
-                metrics.write(kind="train", iter=it - 1, loss=step_loss, lr=lr, grad_norm=grad_norm,
-                              ms_per_iter=step_time * 1000, tokens_per_s=tokens_per_s)
-                progress.set_postfix_str(f"loss {step_loss:.4f}, {step_time * 1000:.0f} ms/iter, "
-                                         f"{tokens_per_s:,.0f} tok/s", refresh=False)
-                progress.update(1)
+def evaluate_and_save(run: Run, it: int) -> None:
+    """Estimate both losses, print them and a sample, and save ``last`` (and ``best`` if it is)."""
+    config = run.config
+    losses = estimate_loss(run.model, run.data, config.batch_size, config.block_size, config.eval_iters,
+                           numpy.random.default_rng([config.seed, it]))
+    stop_if_diverged("eval", it, losses, run.last_saved, run.out_dir)
+    run.metrics.write(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"])
+    tqdm.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    if it > 0:
+        run.sample = write_sample(run.model, run.tokenizer, run.data, config.sample_tokens,
+                                  numpy.random.default_rng([config.seed, it, 1]))
+        tqdm.write(f"--- sample at iter {it} ---\n{run.sample}\n---")
+    if losses["val"] < run.best_val_loss:
+        run.best_val_loss = losses["val"]
+        run.save("best", it)
+    run.save("last", it)
 
-            interrupted = interrupted or stop.requested
-            final_train = final_val = None
-            if interrupted:
-                save("last", it)
-                say(f"interrupted at iteration {it}: saved {out_dir / 'last.json'}; "
-                    "continue with the same command plus --resume")
-            else:
-                losses = estimate_loss(model, data, config.batch_size, config.block_size, config.final_eval_iters,
-                                       numpy.random.default_rng([config.seed, it]))
-                stop_if_diverged("final eval", it, losses, last_saved, out_dir)
-                final_train, final_val = losses["train"], losses["val"]
-                metrics.write(kind="eval", iter=it, train_loss=final_train, val_loss=final_val,
-                              batches=config.final_eval_iters)
-                say(f"iter {it} (final, {config.final_eval_iters} batches per split): "
-                    f"train loss {final_train:.4f}, val loss {final_val:.4f}")
-                if final_val < best_val_loss:
-                    best_val_loss = final_val
-                    save("best", it)
-                save("last", it)
-                sample = write_sample(model, tokenizer, data, int(config.sample_tokens * 2.5),
-                                      numpy.random.default_rng([config.seed, it, 1]))
-                say(f"--- sample at iter {it} ---\n{sample}\n---")
-    finally:
-        progress.close()
-        metrics.close()
-    if plot_losses(out_dir / "metrics.jsonl", out_dir / "loss.png"):
-        say(f"loss curve: {out_dir / 'loss.png'}")
-    ms_per_iter = 1000 * float(numpy.mean(step_times)) if step_times else float("nan")
-    return TrainResult(iterations=it, final_train_loss=final_train, final_val_loss=final_val,
-                       best_val_loss=best_val_loss, wall_time_s=time.perf_counter() - started,
-                       ms_per_iter=ms_per_iter,
-                       tokens_per_s=config.tokens_per_iter() * 1000 / ms_per_iter if step_times else float("nan"),
-                       sample=sample, interrupted=interrupted, out_dir=out_dir, train_losses=train_losses)
+
+def take_a_step(run: Run, it: int) -> tuple[float, float]:
+    """One optimizer step: set the lr, accumulate gradients over the micro-batches, clip, update.
+    A non-finite loss or gradient norm skips the update (--skip-nonfinite) or stops the run.
+    Returns the step's loss and its time in seconds."""
+    config, optimizer = run.config, run.optimizer
+    lr = get_lr(it, warmup_iters=config.warmup_iters, lr_decay_iters=config.lr_decay_iters,
+                max_lr=config.lr, min_lr=config.min_lr)  # warmup, then cosine decay
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    step_start = time.perf_counter()
+    loss_sum = 0.0
+    for _ in range(config.gradient_accumulation_steps):
+        x, y = run.data.get_batch("train", config.batch_size, config.block_size, backend.generator("cpu"))
+        _, loss = run.model(x, y)
+        # gradients add up over the micro-batches: scale so the sum is their mean
+        (loss * (1.0 / config.gradient_accumulation_steps)).backward()
+        loss_sum += loss.item()
+    grad_norm = clip_grad_norm_(run.params, config.grad_clip) if config.grad_clip > 0 else None
+    if math.isfinite(loss_sum) and (grad_norm is None or math.isfinite(grad_norm)):
+        optimizer.step()
+    elif run.skipped < config.skip_nonfinite:  # no update from this batch
+        run.skipped += 1
+        tqdm.write(f"iter {it}: non-finite loss or gradient, step skipped ({run.skipped} of {config.skip_nonfinite})")
+    else:
+        stop_if_diverged("step", it, {"loss": loss_sum, "gradient norm": grad_norm}, run.last_saved, run.out_dir)
+    optimizer.zero_grad()
+    backend.synchronize(run.device)
+    step_time = time.perf_counter() - step_start
+    step_loss = loss_sum / config.gradient_accumulation_steps
+    run.step_times.append(step_time)
+    run.train_losses.append(step_loss)
+    tokens_per_s = config.tokens_per_iter() / step_time
+    run.metrics.write(kind="train", iter=it, loss=step_loss, lr=lr, grad_norm=grad_norm,
+                      ms_per_iter=step_time * 1000, tokens_per_s=tokens_per_s)
+    return step_loss, step_time
+
+
+def finish(run: Run, it: int, interrupted: bool) -> dict[str, float | None]:
+    """Interrupted: save ``last`` to resume from. Finished: the final losses over final_eval_iters
+    batches, the last checkpoints and a longer sample. Returns the final losses (None if interrupted)."""
+    config = run.config
+    if interrupted:
+        run.save("last", it)
+        tqdm.write(f"interrupted at iteration {it}: saved {run.out_dir / 'last.json'}; "
+                   "continue with the same command plus --resume")
+        return {"train": None, "val": None}
+    losses = estimate_loss(run.model, run.data, config.batch_size, config.block_size, config.final_eval_iters,
+                           numpy.random.default_rng([config.seed, it]))
+    stop_if_diverged("final eval", it, losses, run.last_saved, run.out_dir)
+    run.metrics.write(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
+                      batches=config.final_eval_iters)
+    tqdm.write(f"iter {it} (final, {config.final_eval_iters} batches per split): "
+               f"train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    if losses["val"] < run.best_val_loss:
+        run.best_val_loss = losses["val"]
+        run.save("best", it)
+    run.save("last", it)
+    run.sample = write_sample(run.model, run.tokenizer, run.data, int(config.sample_tokens * 2.5),
+                              numpy.random.default_rng([config.seed, it, 1]))
+    tqdm.write(f"--- sample at iter {it} ---\n{run.sample}\n---")
+    return losses
