@@ -22,7 +22,8 @@ if "numpy" not in _sys.modules:
 import numpy as _numpy  # noqa: E402
 
 from . import backend
-from .autograd import Function, debug_mode, enable_grad, is_debug, is_grad_enabled, no_grad, set_debug
+from .autograd import (Function, debug_mode, enable_grad, is_debug, is_grad_enabled, is_reference_mode, no_grad,
+                       reference_mode, set_debug, set_reference_mode)
 from .backend import GPUUnavailableError, manual_seed
 backend.tune_cpu_allocator()  # see backend.py: reuse freed temporaries instead of page-faulting on new ones
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like

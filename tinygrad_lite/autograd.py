@@ -87,6 +87,36 @@ def debug_mode(enabled: bool = True):
         set_debug(previous)
 
 
+# ----------------------------------------------------------- reference mode
+
+_reference = False
+
+
+def set_reference_mode(enabled: bool) -> None:
+    """Reference mode, for reading and stepping through the code: the composite ops (softmax,
+    log-softmax, cross-entropy, layer norm, GELU, attention, linear) run as their plain
+    ``*_reference`` twins in functional.py, built from primitive ops, and Adam/AdamW take their
+    per-parameter loop. Nothing runs on worker threads, so pdb steps from ``loss.backward()`` into
+    every op's backward on the main thread. Slower; the same numbers to float32 rounding."""
+    global _reference
+    _reference = bool(enabled)
+
+
+def is_reference_mode() -> bool:
+    return _reference
+
+
+@contextlib.contextmanager
+def reference_mode(enabled: bool = True):
+    """``with tl.reference_mode(): ...`` runs the block in reference mode (see ``set_reference_mode``)."""
+    previous = _reference
+    set_reference_mode(enabled)
+    try:
+        yield
+    finally:
+        set_reference_mode(previous)
+
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 

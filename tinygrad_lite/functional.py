@@ -7,7 +7,8 @@ Each op comes twice, side by side:
 * ``<name>`` -- the public function: the same checks, then the fused fast path
   from ``tinygrad_lite.fused`` (one Function with a hand-written backward).
 
-The tests check that the two agree, forward and backward.
+The tests check that the two agree, forward and backward. Under ``tl.reference_mode()`` the
+public functions run the reference twins, so every backward is a primitive op's.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import math
 import numpy
 
 from . import backend, fused
+from .autograd import is_reference_mode
 from .ops.matmul import Linear as LinearFunction
 from .tensor import Tensor, embedding_lookup, where
 
@@ -29,6 +31,8 @@ def softmax_reference(x: Tensor, axis: int = -1) -> Tensor:
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """softmax along ``axis`` (fused: ``fused.Softmax``)."""
+    if is_reference_mode():
+        return softmax_reference(x, axis)
     return fused.Softmax.apply(x, axis=axis)
 
 
@@ -40,6 +44,8 @@ def log_softmax_reference(x: Tensor, axis: int = -1) -> Tensor:
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     """log softmax along ``axis`` (fused: ``fused.LogSoftmax``)."""
+    if is_reference_mode():
+        return log_softmax_reference(x, axis)
     return fused.LogSoftmax.apply(x, axis=axis)
 
 
@@ -82,6 +88,8 @@ def cross_entropy_reference(logits: Tensor, targets, ignore_index: int = -100, r
 
 def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Cross-entropy of logits (N, C) and integer targets (N,) (fused: ``fused.CrossEntropy``)."""
+    if is_reference_mode():
+        return cross_entropy_reference(logits, targets, ignore_index, reduction)
     targets = _target_array(targets, logits)
     check_targets(targets, logits.shape[1], ignore_index)
     return fused.CrossEntropy.apply(logits, targets=targets, ignore_index=ignore_index, reduction=reduction)
@@ -108,6 +116,8 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
         if param is not None and param.shape != x.shape[-1:]:
             raise ValueError(f"layer_norm: {name} has shape {param.shape}, expected {x.shape[-1:]} "
                              f"(the last axis of the input of shape {x.shape})")
+    if is_reference_mode():
+        return layer_norm_reference(x, weight, bias, eps)
     # Only the parameters that exist become inputs of the op (a None is not a Tensor).
     params = [p for p in (weight, bias) if p is not None]
     return fused.LayerNorm.apply(x, *params, has_weight=weight is not None, has_bias=bias is not None, eps=eps)
@@ -120,6 +130,8 @@ def gelu_reference(x: Tensor) -> Tensor:
 
 def gelu(x: Tensor) -> Tensor:
     """GELU, tanh approximation (fused: ``fused.Gelu``)."""
+    if is_reference_mode():
+        return gelu_reference(x)
     return fused.Gelu.apply(x)
 
 
@@ -152,6 +164,8 @@ def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False) -> Tensor:
     """softmax(q k^T / sqrt(D) [+ causal mask]) v (fused: ``fused.ScaledDotProductAttention``)."""
+    if is_reference_mode():
+        return scaled_dot_product_attention_reference(q, k, v, is_causal)
     _check_attention_shapes(q, k, v)
     return fused.ScaledDotProductAttention.apply(q, k, v, is_causal=is_causal)
 
@@ -179,6 +193,8 @@ def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b for x (..., in), weight (out, in), bias (out,) or None: one fused op."""
+    if is_reference_mode():
+        return linear_reference(x, weight, bias)
     if bias is None:
         return LinearFunction.apply(x, weight)
     return LinearFunction.apply(x, weight, bias)

@@ -30,7 +30,7 @@ from typing import Iterable
 import numpy
 
 from . import backend, cuda_kernels
-from .autograd import enable_grad, no_grad
+from .autograd import enable_grad, is_reference_mode, no_grad
 from .tensor import Tensor
 
 
@@ -314,7 +314,7 @@ class _AdamBase(Optimizer):
         _check_adam_hyperparameters(type(self).__name__, group)
 
     def step_group(self, index: int, group: dict) -> None:
-        if not (self.fused and _fused_adam_step(self, index, group)):
+        if not (self.fused and not is_reference_mode() and _fused_adam_step(self, index, group)):
             super().step_group(index, group)
 
 
