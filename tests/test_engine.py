@@ -581,3 +581,19 @@ def test_reference_mode_runs_the_plain_twins_on_the_main_thread_with_the_same_nu
     # where g is mathematically 0, like the key bias's. The per-parameter loop that reference mode
     # runs is checked against the flat step in test_optim.py.)
     assert not tl.is_reference_mode()
+
+
+def test_the_breakpoint_line_shown_in_the_readme_is_the_call_of_each_backward(capsys):
+    import re
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    autograd_lines = (root / "tinygrad_lite" / "autograd.py").read_text().splitlines()
+    for document in (root / "README.md", root / "examples" / "step_through.py"):
+        numbers = re.findall(r"b tinygrad_lite/autograd\.py:(\d+)", document.read_text())
+        assert numbers, document
+        for number in numbers:
+            assert "fn.backward(*output_grads)" in autograd_lines[int(number) - 1], (document, number)
+    runpy.run_path(str(root / "examples" / "step_through.py"), run_name="__main__")
+    assert "gradient of the token embedding: (65, 16)" in capsys.readouterr().out
