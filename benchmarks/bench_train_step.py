@@ -50,7 +50,7 @@ ARGS = parse_args()
 # Thread counts must be fixed before numpy (and its BLAS) is imported.
 for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
     os.environ[variable] = str(ARGS.threads)
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # what `import tinygrad_lite` sets (see its __init__)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as the training script sets it (tinygrad_lite/cpu.py)
 
 import numpy as np  # noqa: E402
 
@@ -58,6 +58,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import machine  # noqa: E402  (benchmarks/machine.py)
 import tinygrad_lite as tl  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
+
+tl.cpu.tune()  # as training does
 from tinygrad_lite import optim  # noqa: E402
 
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

@@ -6,9 +6,15 @@
 """
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
+import os
+
+# Before anything loads numpy, which loads OpenBLAS: its idle threads then sleep soon after a matrix
+# product instead of spinning on the cores the next elementwise work needs (tinygrad_lite/cpu.py).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 try:
     import gpt  # noqa: F401
@@ -18,6 +24,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from gpt.checkpoint import CheckpointError  # noqa: E402
 from gpt.cli_types import number, whole_number  # noqa: E402
 from gpt.sample import load_for_sampling, sample_text  # noqa: E402
+import tinygrad_lite as tl  # noqa: E402
 from tinygrad_lite import GPUUnavailableError  # noqa: E402
 
 
@@ -48,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 1 the sampling failed (missing or damaged checkpoint, bad prompt), 2 bad flags."""
     args = build_parser().parse_args(argv)
+    tl.cpu.tune()  # glibc keeps freed temporaries for reuse (see tinygrad_lite/cpu.py)
     try:
         model, tokenizer = load_for_sampling(args.out_dir, args.checkpoint, args.device)
         modes = [True, False] if args.compare_cache else [args.use_cache]

@@ -12,11 +12,17 @@ continues from it.
 """
 from __future__ import annotations
 
-import argparse
-import re
-import sys
-from dataclasses import fields
-from pathlib import Path
+import os
+
+# Before anything loads numpy, which loads OpenBLAS: its idle threads then sleep soon after a matrix
+# product instead of spinning on the cores the next elementwise work needs (tinygrad_lite/cpu.py).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import argparse  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import fields  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 try:

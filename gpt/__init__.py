@@ -11,8 +11,6 @@ search), ``pretrained`` (loading Hugging Face GPT-2 weights), ``data``
 (tiny Shakespeare, tokenizers, batches), ``checkpoint`` (atomic save/load),
 ``train`` (the training loop), ``sample`` (text from a checkpoint).
 """
-import tinygrad_lite  # noqa: F401  first, before anything imports numpy: it tunes OpenBLAS (see its __init__)
-
-from .model import GPT, GPTConfig  # noqa: E402
+from .model import GPT, GPTConfig
 
 __all__ = ["GPT", "GPTConfig"]

@@ -340,6 +340,7 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
     is refused unless it is resumed or ``overwrite`` moves it aside, and two runs cannot share one
     out-dir at a time.
     """
+    tl.cpu.tune()  # glibc keeps freed temporaries for reuse (see tinygrad_lite/cpu.py)
     check_usable_folder(Path(config.out_dir), "--out-dir")  # before the cache folder is made
     if config.cache_dir is not None:
         make_folder(Path(config.cache_dir), "--cache-dir")

@@ -137,24 +137,38 @@ def _sum_in_parallel(n: int) -> int:
 def test_allocator_tuning_is_applied_on_glibc_and_can_be_turned_off(monkeypatch):
     import platform
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert backend._allocator_tuned, "import tinygrad_lite should have raised glibc's mmap/trim thresholds"
+        assert tl.cpu.tune()["allocator_tuned"], "tl.cpu.tune() should have raised glibc's mmap/trim thresholds"
     monkeypatch.setattr(backend, "_allocator_tuned", False)
     monkeypatch.setenv("TINYGRAD_LITE_MALLOC_TUNING", "0")
     assert backend.tune_cpu_allocator() is False
 
 
 @pytest.mark.parametrize("module", ["tinygrad_lite", "gpt"])
-def test_importing_the_library_first_lets_openblas_threads_sleep(module):
-    """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when numpy loads it; importing us (or gpt) first must set it."""
+def test_importing_the_library_changes_nothing_in_the_process(module):
+    """No environment variable, no allocator setting, no thread: tuning is explicit (tl.cpu.tune())."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    code = f"import os, {module}; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    code = (f"import os, threading, {module}; from tinygrad_lite import backend; "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), backend._allocator_tuned, threading.active_count())")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert result.stdout.strip() == "4"
+    assert result.stdout.split() == ["None", "False", "1"]
+
+
+@pytest.mark.parametrize("script", ["train_shakespeare.py", "sample.py"])
+def test_the_scripts_let_openblas_threads_sleep_before_numpy_loads(script):
+    """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when numpy loads it: the scripts set it before any import."""
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parent.parent / "examples" / script).read_text().splitlines()
+    setting = next(i for i, line in enumerate(lines) if 'os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")' in line)
+    first_import = next(i for i, line in enumerate(lines)
+                        if line.startswith(("import ", "from ", "    import ")) and "__future__" not in line
+                        and line.strip() != "import os")
+    assert setting < first_import, (setting, first_import)
 
 
 def test_attention_with_big_products_and_a_short_batch_splits_only_the_softmax(monkeypatch):

@@ -7,25 +7,17 @@
 
 Start reading at ``tensor.py`` (the Tensor), ``autograd.py`` (Function and
 the backward pass) and ``ops/`` (every primitive with its forward and backward).
+
+Importing changes nothing in the process (no environment variables, no allocator settings,
+no threads until an op needs them); ``tinygrad_lite.cpu.tune()`` applies the CPU settings that
+make training faster, and says why.
 """
-import os as _os
-import sys as _sys
+import numpy as _numpy
 
-if "numpy" not in _sys.modules:
-    # After a matmul, OpenBLAS's worker threads spin for a long while waiting for the next one,
-    # stealing the cores from the elementwise work that follows (see backend.parallel_rows).
-    # Let them sleep soon instead: on a 2-core machine a GPT training step takes ~13% less time.
-    # OpenBLAS reads this when it loads, with numpy: import tinygrad_lite first (``gpt`` does),
-    # or set OPENBLAS_THREAD_TIMEOUT=4 in the environment yourself.
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
-import numpy as _numpy  # noqa: E402
-
-from . import backend
+from . import backend, cpu
 from .autograd import (Function, debug_mode, enable_grad, is_debug, is_grad_enabled, is_reference_mode, no_grad,
                        reference_mode, set_debug, set_reference_mode)
 from .backend import GPUUnavailableError, manual_seed
-backend.tune_cpu_allocator()  # see backend.py: reuse freed temporaries instead of page-faulting on new ones
 from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .gradcheck import GradcheckError, gradcheck
 from .profiler import profile

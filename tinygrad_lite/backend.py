@@ -325,7 +325,7 @@ _allocator_tuned = False
 def tune_cpu_allocator() -> bool:
     """Keep freed large blocks for reuse (glibc only; set TINYGRAD_LITE_MALLOC_TUNING=0 to skip).
 
-    Returns True when the thresholds were changed. Called once on ``import tinygrad_lite``.
+    Returns True when the thresholds are changed. Called by ``tinygrad_lite.cpu.tune()``.
     """
     global _allocator_tuned
     if _allocator_tuned or os.environ.get("TINYGRAD_LITE_MALLOC_TUNING", "1") == "0":
