@@ -165,6 +165,9 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
+_BYTE_OF_GPT2_CHARACTER = {char: b for b, char in bytes_to_unicode().items()}  # in bytes_to_unicode order
+
+
 def read_gpt2_files(vocab_bpe_path: PathLike,
                     encoder_json_path: PathLike) -> tuple[dict[bytes, int], dict[str, int]]:
     """Ranks and special tokens from OpenAI's released GPT-2 `vocab.bpe` and `encoder.json`.
@@ -175,59 +178,71 @@ def read_gpt2_files(vocab_bpe_path: PathLike,
     the entries that no merge produces must be special tokens, named <|...|> (GPT-2 has one,
     <|endoftext|> = 50256).
     """
-    byte_of = {char: b for b, char in bytes_to_unicode().items()}
+    ranks = _ranks_from_vocab_bpe(vocab_bpe_path)
+    return ranks, _special_tokens_from_encoder_json(encoder_json_path, ranks, vocab_bpe_path)
 
-    def to_bytes(text: str, path: PathLike, line: int | None) -> bytes:
-        try:
-            return bytes(byte_of[char] for char in text)
-        except KeyError as error:
-            raise TokenizerFileError(path, f"{text!r} holds {error.args[0]!r}, which is not in "
-                                           "GPT-2's byte table", line) from None
 
-    ranks = {bytes((byte_of[char],)): rank for rank, char in enumerate(byte_of)}
+def _gpt2_text_to_bytes(text: str, path: PathLike, line: int | None) -> bytes:
+    """A token as GPT-2's files write it (one `bytes_to_unicode` character per byte) -> its bytes."""
+    byte_of = _BYTE_OF_GPT2_CHARACTER
     try:
-        lines = Path(vocab_bpe_path).read_text(encoding="utf-8").split("\n")
+        return bytes(byte_of[char] for char in text)
+    except KeyError as error:
+        raise TokenizerFileError(path, f"{text!r} holds {error.args[0]!r}, which is not in "
+                                       "GPT-2's byte table", line) from None
+
+
+def _ranks_from_vocab_bpe(path: PathLike) -> dict[bytes, int]:
+    """The 256 single bytes in `bytes_to_unicode` order, then one rank per merge line of vocab.bpe."""
+    ranks = {bytes((b,)): rank for rank, b in enumerate(_BYTE_OF_GPT2_CHARACTER.values())}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as error:
-        raise TokenizerFileError(vocab_bpe_path, f"not valid UTF-8 ({error})") from None
+        raise TokenizerFileError(path, f"not valid UTF-8 ({error})") from None
     if not lines[0].startswith("#version"):
-        raise TokenizerFileError(vocab_bpe_path, "the first line must be '#version: ...'", 1)
+        raise TokenizerFileError(path, "the first line must be '#version: ...'", 1)
     for number, line in enumerate(lines[1:], start=2):
         if not line:
             continue
         parts = line.split(" ")
         if len(parts) != 2 or not all(parts):
-            raise TokenizerFileError(vocab_bpe_path, f"expected two tokens, got {line!r}", number)
-        merged = to_bytes(parts[0], vocab_bpe_path, number) + to_bytes(parts[1], vocab_bpe_path, number)
+            raise TokenizerFileError(path, f"expected two tokens, got {line!r}", number)
+        merged = _gpt2_text_to_bytes(parts[0], path, number) + _gpt2_text_to_bytes(parts[1], path, number)
         if merged in ranks:
-            raise TokenizerFileError(vocab_bpe_path, f"merge {line!r} repeats an earlier token", number)
+            raise TokenizerFileError(path, f"merge {line!r} repeats an earlier token", number)
         ranks[merged] = len(ranks)
+    return ranks
 
+
+def _special_tokens_from_encoder_json(path: PathLike, ranks: dict[bytes, int],
+                                      vocab_bpe_path: PathLike) -> dict[str, int]:
+    """Check encoder.json's ids against the ranks; return the entries no merge makes (<|...|>)."""
     try:
-        encoder = json.loads(Path(encoder_json_path).read_text(encoding="utf-8"))
+        encoder = json.loads(Path(path).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
-        raise TokenizerFileError(encoder_json_path, f"not valid JSON ({error})") from None
+        raise TokenizerFileError(path, f"not valid JSON ({error})") from None
     if not isinstance(encoder, dict):
-        raise TokenizerFileError(encoder_json_path, "expected a JSON object of token -> id")
+        raise TokenizerFileError(path, "expected a JSON object of token -> id")
     special_tokens = {}
     found = 0
     for text, token_id in encoder.items():
         if not isinstance(token_id, int):
-            raise TokenizerFileError(encoder_json_path, f"the id of {text!r} is not an integer")
-        token = to_bytes(text, encoder_json_path, None)
+            raise TokenizerFileError(path, f"the id of {text!r} is not an integer")
+        token = _gpt2_text_to_bytes(text, path, None)
         if token in ranks and ranks[token] == token_id:
             found += 1
         elif token in ranks:
-            raise TokenizerFileError(encoder_json_path, f"{text!r} has id {token_id}, but "
+            raise TokenizerFileError(path, f"{text!r} has id {token_id}, but "
                                      f"{vocab_bpe_path} gives it rank {ranks[token]}")
         elif text.startswith("<|") and text.endswith("|>"):
             special_tokens[text] = token_id
         else:
-            raise TokenizerFileError(encoder_json_path, f"{text!r} has id {token_id}, but no merge "
+            raise TokenizerFileError(path, f"{text!r} has id {token_id}, but no merge "
                                      f"in {vocab_bpe_path} makes it (is that file truncated?)")
     if found != len(ranks):
-        raise TokenizerFileError(encoder_json_path, f"has {found} of the {len(ranks)} tokens "
+        raise TokenizerFileError(path, f"has {found} of the {len(ranks)} tokens "
                                  f"that {vocab_bpe_path} defines (is one of them truncated?)")
-    return ranks, special_tokens
+    return special_tokens
 
 
 def read_tiktoken_file(path: PathLike) -> dict[bytes, int]:
