@@ -163,7 +163,7 @@ def scatter_add(target, indices, values) -> None:
     """
     if device_of(target) == "cpu":
         if _is_row_scatter(target, indices, values):
-            # NumPy's add.at is slow (~2 us per row): instead sort the indices, sum each run of equal
+            # NumPy's add.at is slow per row (docs/performance.md): instead sort the indices, sum each run of equal
             # ones with one reduceat, and add each sum to its row once (now no index repeats).
             if indices.min() < 0:  # -1 and n-1 name the same row: make every row have one name
                 indices = indices % target.shape[0]
@@ -315,7 +315,7 @@ def synchronize(device: str = "cpu") -> None:
 # NumPy asks malloc for every temporary array. glibc serves big blocks with a
 # fresh mmap and unmaps them again on free, so a training step that makes
 # ~100 MB of temporaries page-faults through ~100 MB of new zeroed pages every
-# step (measured: a third of the baby GPT's step). Raising the mmap and trim
+# step (a third of the baby GPT's step: docs/performance.md). Raising the mmap and trim
 # thresholds keeps freed blocks in the heap, where the next step reuses them.
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
@@ -344,7 +344,7 @@ def tune_cpu_allocator() -> bool:
 # ----------------------------------------------------- aligned arrays
 # NumPy takes its buffers from malloc, which aligns them to 16 bytes only. A SIMD loop over an array
 # whose start is not 64-byte aligned (a cache line; one AVX-512 register) splits loads across cache
-# lines: measured here, elementwise passes run 5-30% slower. The fused ops allocate their big
+# lines, and elementwise passes run slower (docs/performance.md). The fused ops allocate their big
 # outputs and scratch arrays with ``empty`` instead. (CuPy's memory pool aligns to 512 bytes.)
 
 ALIGNMENT = 64
@@ -450,9 +450,9 @@ class _WorkerThread:
     """A thread that runs one job at a time, handed over with two locks.
 
     concurrent.futures' ThreadPoolExecutor would do, but its hand-off (a
-    queue, a Future, a condition variable) cost ~45 us per call here, against
-    ~13 us for a pair of plain locks -- and the fused ops call parallel_rows
-    dozens of times per training step, on jobs that take 20-500 us.
+    queue, a Future, a condition variable) costs several times a pair of plain
+    locks -- and the fused ops call parallel_rows dozens of times per training
+    step, on small jobs (numbers: docs/performance.md).
     """
 
     def __init__(self):

@@ -576,8 +576,8 @@ class ScaledDotProductAttention(Function):
                      for g, shape in zip((grad_q, grad_k, grad_v), self.input_shapes))
 
 
-# OpenBLAS keeps a product with m * n * k up to about 2^19 on the calling core (measured with
-# NumPy's OpenBLAS: 48 x 64 x 256 ran on one core, 64 x 64 x 256 on two); bigger ones use every core.
+# OpenBLAS keeps a product with m * n * k up to about 2^19 on the calling core; bigger ones use
+# every core (measured: docs/performance.md).
 _ONE_CORE_PRODUCT = 1 << 19
 
 
@@ -620,7 +620,7 @@ def _causal_blocks(queries, keys, is_causal):
     computed. With n blocks that is (n + 1) / 2n of the work: 5/8 for 4.
     Each block is an array of its own, so NumPy's passes over it run on
     contiguous memory (over a strided piece of a bigger array they run
-    ~1.8x slower). Without a causal mask, or for a short or non-square one,
+    much slower: docs/performance.md). Without a causal mask, or for a short or non-square one,
     there is one block: the whole matrix.
     """
     if not is_causal or queries != keys or queries < 2 * _CAUSAL_BLOCK_ROWS:
