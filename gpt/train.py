@@ -364,7 +364,8 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
                     progress.set_postfix_str(f"loss {loss:.4f}, {seconds * 1000:.0f} ms/iter, "
                                              f"{config.tokens_per_iter() / seconds:,.0f} tok/s", refresh=False)
                     progress.update(1)
-                final = finish(run, it, interrupted=stop.requested)
+                interrupted = stop.requested
+                final = finish(run, it, interrupted)
         finally:
             progress.close()
             run.metrics.close()
@@ -375,7 +376,7 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
                            best_val_loss=run.best_val_loss, wall_time_s=time.perf_counter() - started,
                            ms_per_iter=ms_per_iter,
                            tokens_per_s=config.tokens_per_iter() * 1000 / ms_per_iter if run.step_times else float("nan"),
-                           sample=run.sample, interrupted=stop.requested, out_dir=run.out_dir,
+                           sample=run.sample, interrupted=interrupted, out_dir=run.out_dir,
                            train_losses=run.train_losses)
 
 
