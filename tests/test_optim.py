@@ -246,7 +246,6 @@ def test_load_state_dict_rejects_mismatched_shapes_and_groups():
     (lambda p: optim.AdamW([{"params": p, "lr": -1.0}]), "learning rate"),
     (lambda p: optim.Adam([]), "empty"),
     (lambda p: optim.Adam(p + p[:1]), "more than one"),
-    (lambda p: optim.Adam([tl.Tensor([1.0])]), "does not require grad"),
     (lambda p: optim.Adam([p[0] * 2]), "not a leaf"),
 ])
 def test_bad_hyperparameters_and_params_raise(make, message):
@@ -442,3 +441,47 @@ def test_chunk_plan_covers_every_element_once_in_order():
         assert covered == [(i, e) for i, n in enumerate(sizes) for e in range(n)]
         for start, end, pieces in plan:
             assert sum(hi - lo for _, lo, hi in pieces) == end - start
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+def test_frozen_parameters_are_accepted_left_alone_and_train_once_unfrozen(name):
+    import torch
+
+    def make(module, params):
+        options = {"lr": 0.1} if name == "SGD" else {"lr": 0.1, "weight_decay": 0.1}
+        return getattr(module, name)(params, **options)
+
+    def loss_of(params):  # the frozen one takes no part in the loss, as in fine-tuning
+        return sum((p * p).sum() for p in params if p.requires_grad)
+
+    start = [np.arange(3.0), np.ones(2)]
+    ours = [tl.Tensor(a.copy(), requires_grad=True) for a in start]
+    theirs = [torch.tensor(a.copy(), requires_grad=True) for a in start]
+    ours[1].requires_grad_(False)
+    theirs[1].requires_grad_(False)
+    ours_opt, theirs_opt = make(optim, ours), make(torch.optim, theirs)
+    for step in range(6):
+        if step == 3:  # unfreeze
+            ours[1].requires_grad_(True)
+            theirs[1].requires_grad_(True)
+        for params, optimizer in ((ours, ours_opt), (theirs, theirs_opt)):
+            loss_of(params).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert not np.array_equal(ours[1].numpy(), start[1])  # it trained once unfrozen
+
+
+def test_gpt_configure_optimizer_with_a_frozen_embedding():
+    from gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=8))
+    model.wpe.weight.requires_grad = False
+    before = model.wpe.weight.numpy().copy()
+    optimizer = model.configure_optimizer(lr=1e-2, weight_decay=0.1)
+    _, loss = model(np.zeros((1, 4), dtype=np.int64), targets=np.ones((1, 4), dtype=np.int64))
+    loss.backward()
+    optimizer.step()
+    assert np.array_equal(model.wpe.weight.numpy(), before)
+    assert model.wpe.weight.grad is None

@@ -57,7 +57,11 @@ class Optimizer:
             self.add_param_group(group)
 
     def add_param_group(self, group: dict) -> None:
-        """Add ``{"params": [...], **options}``; options left out take the defaults."""
+        """Add ``{"params": [...], **options}``; options left out take the defaults.
+
+        A frozen parameter (``requires_grad=False``) is welcome, as in PyTorch: it has no gradient,
+        so ``step`` leaves it alone until it is unfrozen.
+        """
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError(f"{type(self).__name__}: a parameter group must be a dict with a 'params' key")
         params = group["params"]
@@ -67,9 +71,6 @@ class Optimizer:
             if not isinstance(param, Tensor):
                 raise TypeError(f"{type(self).__name__}: parameter {index} is a {type(param).__name__}, "
                                 "expected a Tensor")
-            if not param.requires_grad:
-                raise ValueError(f"{type(self).__name__}: parameter {index} (shape {param.shape}) "
-                                 "does not require grad, so it would never be updated")
             if not param.is_leaf:
                 raise ValueError(f"{type(self).__name__}: parameter {index} (shape {param.shape}) is not a leaf "
                                  "(it was computed from other tensors); optimize the tensors it came from")
