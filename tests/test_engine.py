@@ -551,7 +551,8 @@ def test_split_under_no_grad_records_nothing_and_frees_its_graph():
 
 def test_reference_mode_runs_the_plain_twins_on_the_main_thread_with_the_same_numbers(monkeypatch):
     from gpt import GPT, GPTConfig
-    from tinygrad_lite import backend, fused
+    from tinygrad_lite import fused
+    from tinygrad_lite.cpu_kernels import threads
 
     def run_step(reference: bool):
         tl.manual_seed(0)
@@ -567,7 +568,7 @@ def test_reference_mode_runs_the_plain_twins_on_the_main_thread_with_the_same_nu
 
     fast = run_step(False)
     used = []
-    monkeypatch.setattr(backend, "parallel_rows", lambda *args, **kwargs: used.append("parallel_rows"))
+    monkeypatch.setattr(threads, "parallel_rows", lambda *args, **kwargs: used.append("parallel_rows"))
     for op in (fused.Softmax, fused.LogSoftmax, fused.CrossEntropy, fused.LayerNorm, fused.Gelu,
                fused.ScaledDotProductAttention):
         monkeypatch.setattr(op, "apply", classmethod(lambda cls, *a, **k: used.append(cls.__name__)))

@@ -23,6 +23,7 @@ from hypothesis.extra import numpy as hnp
 import tinygrad_lite as tl
 import tinygrad_lite.functional as F
 from tinygrad_lite import backend, fused
+from tinygrad_lite.cpu_kernels import threads
 
 DTYPES = [np.float64, np.float32]
 TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
@@ -362,15 +363,15 @@ def test_attention_gradcheck(is_causal):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("thread_count", [1, 2])
 @pytest.mark.parametrize("queries", [4, 7])
-def test_long_causal_attention_in_blocks_of_rows_matches_torch(queries, threads, dtype, monkeypatch):
+def test_long_causal_attention_in_blocks_of_rows_matches_torch(queries, thread_count, dtype, monkeypatch):
     """Causal attention over >= 2 blocks of queries keeps P as blocks (rows a:b hold keys :b only);
     blocks of 2 rows make that happen on small inputs (7 rows: 2 + 2 + 2 + 1), one thread or two."""
     monkeypatch.setattr(fused, "_CAUSAL_BLOCK_ROWS", 2)
     monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 6)  # and cut the products into row blocks too
-    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", str(threads))
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", str(thread_count))
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
     case = random_arrays(queries, (3, 2, queries, 3), (3, 2, queries, 3), (3, 2, queries, 2), scale=1.5)
     assert_fused_matches_reference(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
                                    lambda q, k, v: F.scaled_dot_product_attention_reference(q, k, v, is_causal=True),

@@ -1,4 +1,4 @@
-"""The fused CPU ops split large elementwise work across threads (backend.parallel_rows).
+"""The fused CPU ops split large elementwise work across threads (threads.parallel_rows).
 
 Threads must not change the result: run each op with the threshold forced
 down (so even small inputs are split, into an uneven 3 chunks) and compare
@@ -9,6 +9,7 @@ import pytest
 
 import tinygrad_lite as tl
 from tinygrad_lite import backend, optim
+from tinygrad_lite.cpu_kernels import memory, threads
 from tinygrad_lite import functional as F
 
 
@@ -35,8 +36,8 @@ def test_threaded_equals_single_threaded(name, monkeypatch):
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "1")
     single = _run(op, arrays)
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "3")
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
-    monkeypatch.setattr(backend, "CACHE_BLOCK_ELEMENTS", 8)  # and each thread's rows in small cache blocks
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "CACHE_BLOCK_ELEMENTS", 8)  # and each thread's rows in small cache blocks
     threaded = _run(op, arrays)
     for a, b in zip(single, threaded):
         # BLAS may block a matrix-vector product over fewer rows differently (last-bit rounding,
@@ -59,25 +60,25 @@ def test_threaded_adamw_equals_single_threaded(monkeypatch):
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "1")
     single = trajectory()
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "3")
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
     for a, b in zip(single, trajectory()):
         np.testing.assert_array_equal(a, b)  # elementwise only: identical to the bit
 
 
 def test_parallel_rows_covers_every_row_once_and_reraises(monkeypatch):
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "4")
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
     hits = np.zeros(10, dtype=int)
 
     def body(start, stop):
         hits[start:stop] += 1
 
-    backend.parallel_rows(body, 10)
+    threads.parallel_rows(body, 10)
     assert hits.tolist() == [1] * 10
 
     calls = []
-    monkeypatch.setattr(backend, "CACHE_BLOCK_ELEMENTS", 6)  # 3 elements per row: blocks of 2 rows
-    backend.parallel_rows(lambda a, b: (body(a, b), calls.append(b - a)), 10, 3, cache_blocks=True)
+    monkeypatch.setattr(threads, "CACHE_BLOCK_ELEMENTS", 6)  # 3 elements per row: blocks of 2 rows
+    threads.parallel_rows(lambda a, b: (body(a, b), calls.append(b - a)), 10, 3, cache_blocks=True)
     assert hits.tolist() == [2] * 10 and max(calls) <= 2
 
     def failing(start, stop):
@@ -85,7 +86,7 @@ def test_parallel_rows_covers_every_row_once_and_reraises(monkeypatch):
             raise ValueError("boom in a worker")
 
     with pytest.raises(ValueError, match="boom in a worker"):
-        backend.parallel_rows(failing, 10)
+        threads.parallel_rows(failing, 10)
 
 
 def test_parallel_rows_nested_or_from_two_threads_falls_back_to_one_thread(monkeypatch):
@@ -94,14 +95,14 @@ def test_parallel_rows_nested_or_from_two_threads_falls_back_to_one_thread(monke
     import threading
 
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "2")
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
     hits = np.zeros((8, 8), dtype=int)
 
     def outer(start, stop):
         for row in range(start, stop):
-            backend.parallel_rows(lambda a, b: hits[row, a:b].__iadd__(1), 8)
+            threads.parallel_rows(lambda a, b: hits[row, a:b].__iadd__(1), 8)
 
-    backend.parallel_rows(outer, 8)
+    threads.parallel_rows(outer, 8)
     assert (hits == 1).all()
 
     totals = []
@@ -117,20 +118,20 @@ def test_parallel_rows_interrupted_while_waiting_starts_fresh_workers(monkeypatc
     """Ctrl-C while the caller waits for a worker: the interrupt propagates, and the next call does not
     reuse the interrupted worker (it may still be running) but starts new ones."""
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "2")
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
-    backend.parallel_rows(lambda a, b: None, 4)  # make sure a worker exists
-    interrupted = backend._workers[0]
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
+    threads.parallel_rows(lambda a, b: None, 4)  # make sure a worker exists
+    interrupted = threads._workers[0]
     real_wait = interrupted.wait
     monkeypatch.setattr(interrupted, "wait", lambda: (real_wait(), (_ for _ in ()).throw(KeyboardInterrupt())))
     with pytest.raises(KeyboardInterrupt):
-        backend.parallel_rows(lambda a, b: None, 4)
+        threads.parallel_rows(lambda a, b: None, 4)
     assert _sum_in_parallel(1000) == sum(range(1000))
-    assert interrupted not in backend._workers
+    assert interrupted not in threads._workers
 
 
 def _sum_in_parallel(n: int) -> int:
     values, partial = np.arange(n), {}
-    backend.parallel_rows(lambda a, b: partial.__setitem__(a, int(values[a:b].sum())), n)
+    threads.parallel_rows(lambda a, b: partial.__setitem__(a, int(values[a:b].sum())), n)
     return sum(partial.values())
 
 
@@ -138,9 +139,9 @@ def test_allocator_tuning_is_applied_on_glibc_and_can_be_turned_off(monkeypatch)
     import platform
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert tl.cpu.tune()["allocator_tuned"], "tl.cpu.tune() should have raised glibc's mmap/trim thresholds"
-    monkeypatch.setattr(backend, "_allocator_tuned", False)
+    monkeypatch.setattr(memory, "_allocator_tuned", False)
     monkeypatch.setenv("TINYGRAD_LITE_MALLOC_TUNING", "0")
-    assert backend.tune_cpu_allocator() is False
+    assert memory.tune_allocator() is False
 
 
 @pytest.mark.parametrize("module", ["tinygrad_lite", "gpt"])
@@ -151,8 +152,8 @@ def test_importing_the_library_changes_nothing_in_the_process(module):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    code = (f"import os, threading, {module}; from tinygrad_lite import backend; "
-            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), backend._allocator_tuned, threading.active_count())")
+    code = (f"import os, threading, {module}; from tinygrad_lite.cpu_kernels import memory; "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), memory._allocator_tuned, threading.active_count())")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.stdout.split() == ["None", "False", "1"]
@@ -180,13 +181,13 @@ def test_attention_with_big_products_and_a_short_batch_splits_only_the_softmax(m
     rng = np.random.default_rng(2)
     arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "3")  # the batch is 2
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
     per_core_slices = _run(op, arrays)
     monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 1)  # every product counts as big
-    monkeypatch.setattr(backend, "CACHE_BLOCK_ELEMENTS", 8)
+    monkeypatch.setattr(threads, "CACHE_BLOCK_ELEMENTS", 8)
     stages, one_core_products = [], []
-    real_parallel_rows, real_one_core = backend.parallel_rows, fused._matmul_on_one_core
-    monkeypatch.setattr(backend, "parallel_rows", lambda body, *a, **k: (stages.append(body.__name__),
+    real_parallel_rows, real_one_core = threads.parallel_rows, fused._matmul_on_one_core
+    monkeypatch.setattr(threads, "parallel_rows", lambda body, *a, **k: (stages.append(body.__name__),
                                                                          real_parallel_rows(body, *a, **k)))
     monkeypatch.setattr(fused, "_matmul_on_one_core", lambda *a: (one_core_products.append(1), real_one_core(*a)))
     big = _run(op, arrays)
@@ -207,11 +208,11 @@ def test_attention_with_big_products_runs_them_per_core_in_row_blocks(monkeypatc
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "1")
     single = _run(op, [q, k, v])
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "2")
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
     monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 2 * 3 * 7)  # blocks of 2 rows: 7 = 2 + 2 + 2 + 1
     stages, block_products = [], []
-    real_parallel_rows, real_blocked = backend.parallel_rows, fused._matmul_on_one_core
-    monkeypatch.setattr(backend, "parallel_rows", lambda body, *a, **kw: (stages.append(body.__name__),
+    real_parallel_rows, real_blocked = threads.parallel_rows, fused._matmul_on_one_core
+    monkeypatch.setattr(threads, "parallel_rows", lambda body, *a, **kw: (stages.append(body.__name__),
                                                                           real_parallel_rows(body, *a, **kw)))
     monkeypatch.setattr(fused, "_matmul_on_one_core", lambda xp, a, b, out: (block_products.append(a.shape),
                                                                              real_blocked(xp, a, b, out)))
@@ -236,9 +237,9 @@ def test_matmul_on_one_core_equals_matmul_for_every_layout(rows, monkeypatch):
 
 def test_backend_empty_is_64_byte_aligned_and_usable():
     for shape, dtype in [((1000, 7), np.float32), ((3, 5000), np.float64), ((4,), np.float32), ((0, 3), np.float32)]:
-        a = backend.empty(shape, dtype)
+        a = memory.empty(shape, dtype)
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
-        if a.nbytes >= backend.ALIGN_MIN_BYTES:
+        if a.nbytes >= memory.ALIGN_MIN_BYTES:
             assert a.__array_interface__["data"][0] % 64 == 0
         a[...] = 1
         assert float(a.sum()) == a.size

@@ -14,15 +14,17 @@ NumPy and CuPy share that API, so one implementation of each op runs on both
 * CuPy's memory pool (``memory_pool_stats``, ``empty_cache``),
 * TF32 matmuls (off by default; ``CUPY_TF32=1`` or ``set_tf32(True)``),
 * synchronisation (for honest GPU timings).
+
+The CPU's speed machinery (threads, aligned arrays, allocator settings) is in ``cpu_kernels/``.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import threading
 
 import numpy
+
+from .cpu_kernels import scatter
 
 DEVICES = ("cpu", "cuda")
 
@@ -149,12 +151,6 @@ def to_numpy(array) -> numpy.ndarray:
     return numpy.asarray(to_device(array, "cpu"))
 
 
-def _is_row_scatter(target, indices, values) -> bool:
-    """``target[indices] += values`` with a 1-D integer array picking whole rows (the embedding case)."""
-    return (isinstance(indices, numpy.ndarray) and indices.ndim == 1 and indices.size > 0
-            and indices.dtype.kind in "iu" and values.shape == indices.shape + target.shape[1:])
-
-
 def scatter_add(target, indices, values) -> None:
     """``target[indices] += values`` where repeated indices *accumulate*.
 
@@ -162,15 +158,8 @@ def scatter_add(target, indices, values) -> None:
     backward of gather/embedding needs every occurrence summed.
     """
     if device_of(target) == "cpu":
-        if _is_row_scatter(target, indices, values):
-            # NumPy's add.at is slow per row (docs/performance.md): instead sort the indices, sum each run of equal
-            # ones with one reduceat, and add each sum to its row once (now no index repeats).
-            if indices.min() < 0:  # -1 and n-1 name the same row: make every row have one name
-                indices = indices % target.shape[0]
-            order = numpy.argsort(indices, kind="stable")  # stable: a fixed summation order
-            sorted_indices = indices[order]
-            run_starts = numpy.flatnonzero(numpy.r_[True, sorted_indices[1:] != sorted_indices[:-1]])
-            target[sorted_indices[run_starts]] += numpy.add.reduceat(values[order], run_starts, axis=0)
+        if scatter.is_row_scatter(target, indices, values):
+            scatter.add_rows(target, indices, values)  # the embedding case, without numpy.add.at's cost per row
         else:
             numpy.add.at(target, indices, values)
     else:
@@ -311,197 +300,8 @@ def synchronize(device: str = "cpu") -> None:
         _load_cupy().cuda.get_current_stream().synchronize()
 
 
-# ------------------------------------------------------ CPU allocator
-# NumPy asks malloc for every temporary array. glibc serves big blocks with a
-# fresh mmap and unmaps them again on free, so a training step that makes
-# ~100 MB of temporaries page-faults through ~100 MB of new zeroed pages every
-# step (a third of the baby GPT's step: docs/performance.md). Raising the mmap and trim
-# thresholds keeps freed blocks in the heap, where the next step reuses them.
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
-_allocator_tuned = False
-
-
-def tune_cpu_allocator() -> bool:
-    """Keep freed large blocks for reuse (glibc only; set TINYGRAD_LITE_MALLOC_TUNING=0 to skip).
-
-    Returns True when the thresholds are changed. Called by ``tinygrad_lite.cpu.tune()``.
-    """
-    global _allocator_tuned
-    if _allocator_tuned or os.environ.get("TINYGRAD_LITE_MALLOC_TUNING", "1") == "0":
-        return _allocator_tuned
-    try:
-        import ctypes  # noqa: PLC0415
-        libc = ctypes.CDLL("libc.so.6")
-        # 32 MiB is the largest mmap threshold glibc accepts on 64-bit machines.
-        _allocator_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and \
-            bool(libc.mallopt(_M_TRIM_THRESHOLD, 512 << 20))
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): leave the allocator alone
-        _allocator_tuned = False
-    return _allocator_tuned
-
-
-# ----------------------------------------------------- aligned arrays
-# NumPy takes its buffers from malloc, which aligns them to 16 bytes only. A SIMD loop over an array
-# whose start is not 64-byte aligned (a cache line; one AVX-512 register) splits loads across cache
-# lines, and elementwise passes run slower (docs/performance.md). The fused ops allocate their big
-# outputs and scratch arrays with ``empty`` instead. (CuPy's memory pool aligns to 512 bytes.)
-
-ALIGNMENT = 64
-ALIGN_MIN_BYTES = 1 << 14  # smaller arrays: the extra Python work costs more than it saves
-
-
-def empty(shape, dtype, xp=numpy):
-    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary (on the CPU)."""
-    shape = tuple(shape)
-    dtype = numpy.dtype(dtype)
-    nbytes = dtype.itemsize * math.prod(shape)
-    if xp is not numpy or ALIGNMENT <= 1 or nbytes < ALIGN_MIN_BYTES:
-        return xp.empty(shape, dtype=dtype)
-    raw = numpy.empty(nbytes + ALIGNMENT, dtype=numpy.uint8)
-    start = -raw.__array_interface__["data"][0] % ALIGNMENT
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
-
-
-def empty_like(array):
-    """``empty`` with the shape and dtype of ``array`` (C order)."""
-    return empty(array.shape, array.dtype, xp_of(array))
-
-
 def overflow_allowed(xp):
     """A context in which exp overflowing to inf is expected (NumPy warns about it; CuPy never does)."""
     if xp is numpy:
         return numpy.errstate(over="ignore", under="ignore")
     return contextlib.nullcontext()
-
-
-# ------------------------------------------------------- CPU threads
-# NumPy runs each elementwise op (exp, tanh, +, *) on one core, while BLAS
-# matmuls use them all. NumPy releases the GIL inside those loops on large
-# arrays, so splitting a big elementwise job into one contiguous chunk of rows
-# per core and running the chunks in threads really runs them at the same time.
-# The fused CPU ops (GELU, layer norm, the attention softmax, AdamW) do this.
-
-PARALLEL_MIN_ELEMENTS = 1 << 16  # below this (measured), thread hand-off costs more than it saves
-CACHE_BLOCK_ELEMENTS = 1 << 16  # 256 KB of float32 per array: a few arrays fit a core's L2 cache
-
-
-def cpu_threads() -> int:
-    """Threads for large elementwise CPU work: $TINYGRAD_LITE_CPU_THREADS, else the usable cores."""
-    configured = os.environ.get("TINYGRAD_LITE_CPU_THREADS")
-    if configured:
-        return max(1, int(configured))
-    try:
-        return max(1, min(len(os.sched_getaffinity(0)), 8))
-    except AttributeError:  # not Linux
-        return max(1, min(os.cpu_count() or 1, 8))
-
-
-def parallel_rows(body, n_rows: int, elements_per_row: int = 1, xp=numpy, cache_blocks: bool = False) -> None:
-    """Call ``body(start, stop)`` on contiguous chunks covering rows [0, n_rows), in parallel.
-
-    ``body`` must only write rows start..stop of its outputs (so chunks never
-    touch the same memory). Small jobs, GPU arrays (``xp`` is CuPy: the GPU
-    is parallel already), and calls made while the worker threads serve
-    another call (from inside a ``body``, or from a second thread of yours)
-    run in the calling thread.
-
-    With ``cache_blocks`` each thread walks its rows in blocks of about
-    ``CACHE_BLOCK_ELEMENTS`` elements: for a body that is a chain of passes
-    over the same rows (multiply, add, tanh, ...), a block small enough to
-    stay in the core's cache makes every pass after the first read cache
-    instead of memory.
-    """
-    threads = min(cpu_threads(), n_rows)
-    if threads <= 1 or xp is not numpy or n_rows * elements_per_row < PARALLEL_MIN_ELEMENTS:
-        threads = 1
-    rows_per_block = max(1, n_rows)
-    if cache_blocks and xp is numpy:
-        rows_per_block = max(1, CACHE_BLOCK_ELEMENTS // max(1, elements_per_row))
-
-    def blocks(start, stop):
-        for block_start in range(start, stop, rows_per_block):
-            body(block_start, min(stop, block_start + rows_per_block))
-
-    workers = _claim_workers(threads - 1) if threads > 1 else None
-    if workers is None:  # one thread, or the workers are busy (a call from inside a worker, or another thread)
-        blocks(0, n_rows)
-        return
-    bounds = [n_rows * i // threads for i in range(threads + 1)]
-    started = []
-    try:
-        for i, worker in enumerate(workers, start=1):
-            worker.start(blocks, bounds[i], bounds[i + 1])
-            started.append(worker)
-        blocks(bounds[0], bounds[1])  # the calling thread takes the first chunk itself
-    finally:
-        try:
-            errors = [worker.wait() for worker in started]
-        except BaseException:  # interrupted (Ctrl-C) while workers still run: use fresh ones next time
-            _release_workers(discard=True)
-            raise
-        _release_workers()
-    for error in errors:
-        if error is not None:
-            raise error  # an error from a worker, raised in the caller
-
-
-class _WorkerThread:
-    """A thread that runs one job at a time, handed over with two locks.
-
-    concurrent.futures' ThreadPoolExecutor would do, but its hand-off (a
-    queue, a Future, a condition variable) costs several times a pair of plain
-    locks -- and the fused ops call parallel_rows dozens of times per training
-    step, on small jobs (numbers: docs/performance.md).
-    """
-
-    def __init__(self):
-        self._job_ready, self._job_done = threading.Lock(), threading.Lock()
-        self._job_ready.acquire()
-        self._job_done.acquire()
-        self._job, self._error = None, None
-        threading.Thread(target=self._loop, daemon=True, name="tinygrad_lite-worker").start()
-
-    def _loop(self) -> None:
-        while True:
-            self._job_ready.acquire()  # sleeps until start() hands over a job
-            function, start, stop = self._job
-            try:
-                function(start, stop)
-            except BaseException as error:  # noqa: BLE001 -- handed to the caller by wait()
-                self._error = error
-            self._job_done.release()
-
-    def start(self, function, start: int, stop: int) -> None:
-        self._job, self._error = (function, start, stop), None
-        self._job_ready.release()
-
-    def wait(self):
-        """Block until the job is done; returns the exception it raised, or None."""
-        self._job_done.acquire()
-        self._job = None
-        return self._error
-
-
-_workers: list = []
-_workers_pid = None
-_workers_lock = threading.Lock()  # held by the one parallel_rows call using the workers
-
-
-def _claim_workers(count: int):
-    """``count`` idle worker threads (started on first use), or None if another call holds them."""
-    global _workers, _workers_pid
-    if not _workers_lock.acquire(blocking=False):
-        return None
-    if _workers_pid != os.getpid():  # first use, or a forked child (threads do not survive fork)
-        _workers, _workers_pid = [], os.getpid()
-    while len(_workers) < count:
-        _workers.append(_WorkerThread())
-    return _workers[:count]
-
-
-def _release_workers(discard: bool = False) -> None:
-    global _workers_pid
-    if discard:
-        _workers_pid = None
-    _workers_lock.release()

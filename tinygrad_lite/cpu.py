@@ -9,7 +9,7 @@ Importing tinygrad_lite changes nothing in your process. The training entry poin
 (``gpt.train.train``) and the example scripts call ``tune()``; your own scripts may.
 
 * ``tune()`` lets glibc's malloc keep freed large blocks for reuse (see
-  ``backend.tune_cpu_allocator``): without it a training step page-faults through every big
+  ``memory.tune_allocator``): without it a training step page-faults through every big
   temporary array anew.
 * ``OPENBLAS_THREAD_TIMEOUT=4`` lets OpenBLAS's idle threads sleep soon after a matrix product
   instead of spinning on the cores that the elementwise work needs next. OpenBLAS reads it once,
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import os
 
-from . import backend
+from .cpu_kernels import memory
 
 
 def tune() -> dict[str, object]:
     """Apply the settings above that can still be applied; returns what is in effect."""
-    return {"allocator_tuned": backend.tune_cpu_allocator(),
+    return {"allocator_tuned": memory.tune_allocator(),
             "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}

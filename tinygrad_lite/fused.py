@@ -18,7 +18,7 @@ check that both agree.
 
 On the CPU, the big elementwise passes of GELU, layer norm and the attention
 softmax are split into row chunks that run on all cores at once
-(``backend.parallel_rows``: NumPy releases the GIL inside its loops). Rows
+(``threads.parallel_rows``: NumPy releases the GIL inside its loops). Rows
 are independent, so the chunks compute exactly what one pass would.
 
 On the GPU each hot spot runs a fused CUDA kernel from ``cuda_kernels``
@@ -38,6 +38,7 @@ import numpy
 from . import backend, cuda_kernels
 from .autograd import Function, unbroadcast
 from .backend import xp_of
+from .cpu_kernels import memory, threads
 from .ops.reduce import normalize_axis
 
 
@@ -271,7 +272,7 @@ class LayerNorm(Function):
 
         size = x.shape[-1]
         rows = x.reshape(-1, size)
-        xhat, out = backend.empty_like(rows), backend.empty_like(rows)
+        xhat, out = memory.empty_like(rows), memory.empty_like(rows)
         rstd = xp.empty((rows.shape[0], 1), dtype=x.dtype)
         # Row means as a matrix-vector product with a column of 1/D: one BLAS call,
         # several times faster than NumPy's reduction along the last axis.
@@ -293,7 +294,7 @@ class LayerNorm(Function):
             if bias is not None:
                 out_c += bias
 
-        backend.parallel_rows(chunk, rows.shape[0], size, xp=xp, cache_blocks=True)
+        threads.parallel_rows(chunk, rows.shape[0], size, xp=xp, cache_blocks=True)
         self.save_for_backward(xhat, rstd, weight)
         return out.reshape(x.shape)
 
@@ -314,7 +315,7 @@ class LayerNorm(Function):
         need_x = self.needs_input_grad[0]
         need_weight = self.has_weight and self.needs_input_grad[1]
         need_bias = self.has_bias and self.needs_input_grad[-1]
-        g_xhat = backend.empty_like(xhat)  # g * xhat, then (in place) dx
+        g_xhat = memory.empty_like(xhat)  # g * xhat, then (in place) dx
         partial_sums = {}  # first row of a chunk -> its rows' sums of g * xhat and of g
 
         def chunk(start, stop):
@@ -326,7 +327,7 @@ class LayerNorm(Function):
             if need_x:  # rows are independent: each chunk overwrites its g_xhat rows with dx
                 self._grad_x(xp, g, gx, xhat[start:stop], rstd[start:stop], weight)
 
-        backend.parallel_rows(chunk, xhat.shape[0], xhat.shape[1], xp=xp, cache_blocks=True)
+        threads.parallel_rows(chunk, xhat.shape[0], xhat.shape[1], xp=xp, cache_blocks=True)
         chunk_sums = [partial_sums[start] for start in sorted(partial_sums)]  # a fixed order: reproducible
         zeros = xp.zeros(xhat.shape[1], dtype=xhat.dtype)  # (also the answer when there are no rows)
         grad_weight = sum((sums[0] for sums in chunk_sums), zeros) if need_weight else None
@@ -384,7 +385,7 @@ class Gelu(Function):
             return cuda_kernels.gelu_forward(x)
         xp = xp_of(x)
         flat = x.reshape(-1)  # also turns a 0-d x into a 1-element view, which takes out=
-        s, out = backend.empty_like(flat), backend.empty_like(flat)
+        s, out = memory.empty_like(flat), memory.empty_like(flat)
 
         def chunk(start, stop):
             xs, ss = flat[start:stop], s[start:stop]
@@ -397,7 +398,7 @@ class Gelu(Function):
             ss *= 0.5  # s = (1 + t) / 2
             xp.multiply(xs, ss, out=out[start:stop])
 
-        backend.parallel_rows(chunk, flat.size, xp=xp, cache_blocks=True)
+        threads.parallel_rows(chunk, flat.size, xp=xp, cache_blocks=True)
         self.save_for_backward(flat, s)
         return out.reshape(x.shape)
 
@@ -408,7 +409,7 @@ class Gelu(Function):
         x, s = self.saved_tensors
         xp = xp_of(x)
         flat_grad = grad.reshape(-1)
-        dx, scratch = backend.empty_like(x), backend.empty_like(x)
+        dx, scratch = memory.empty_like(x), memory.empty_like(x)
 
         def chunk(start, stop):
             xs, ss, dxs, s_one_minus_s = x[start:stop], s[start:stop], dx[start:stop], scratch[start:stop]
@@ -422,7 +423,7 @@ class Gelu(Function):
             dxs += ss
             dxs *= flat_grad[start:stop]
 
-        backend.parallel_rows(chunk, x.size, xp=xp, cache_blocks=True)
+        threads.parallel_rows(chunk, x.size, xp=xp, cache_blocks=True)
         return dx.reshape(grad.shape)
 
 
@@ -494,11 +495,11 @@ class ScaledDotProductAttention(Function):
         keys = k.shape[-2]
         # P in blocks of query rows: causal rows a:b only reach keys :b (one block, all of P, otherwise)
         self.blocks = _causal_blocks(q.shape[-2], keys, is_causal)
-        probs = tuple(backend.empty(q.shape[:-2] + (rows.stop - rows.start, seen), q.dtype, xp)
+        probs = tuple(memory.empty(q.shape[:-2] + (rows.stop - rows.start, seen), q.dtype, xp)
                       for rows, seen in self.blocks)
         out = _empty_in_layout_of(xp, q, q.shape[:-1] + (v.shape[-1],))
         mask = _causal_mask(xp, q.shape[-2], keys, q.dtype) if is_causal else None
-        scaled_keys_t = backend.empty(k.shape[:-2] + (k.shape[-1], keys), k.dtype, xp)
+        scaled_keys_t = memory.empty(k.shape[:-2] + (k.shape[-1], keys), k.dtype, xp)
 
         def scores(start, stop, matmul):  # S = Q (s K^T), -inf where a query must not see a key
             xp.multiply(k[start:stop].swapaxes(-1, -2), self.scale, out=scaled_keys_t[start:stop])
@@ -541,8 +542,8 @@ class ScaledDotProductAttention(Function):
 
         grad = xp.broadcast_to(grad.reshape(out.shape), out.shape)
         grad_q, grad_k, grad_v = _empty_side_by_side(xp, (q, k, v), (need_q, need_k, need_v))
-        d_scores = tuple(backend.empty(block.shape, block.dtype, xp) for block in probs) if need_q or need_k else ()
-        scaled_values_t = (backend.empty(v.shape[:-2] + (v.shape[-1], v.shape[-2]), v.dtype, xp)
+        d_scores = tuple(memory.empty(block.shape, block.dtype, xp) for block in probs) if need_q or need_k else ()
+        scaled_values_t = (memory.empty(v.shape[:-2] + (v.shape[-1], v.shape[-2]), v.dtype, xp)
                            if need_q or need_k else None)
         ones = xp.ones(out.shape[-1], dtype=out.dtype)
 
@@ -595,16 +596,16 @@ def _run_in_stages(xp, q, k, v, products_before, elementwise, products_after) ->
     batch, queries, keys = q.shape[0], q.shape[-2], k.shape[-2]
     work_per_entry = math.prod(q.shape[1:-2]) * queries * keys
     small = queries * keys * max(q.shape[-1], v.shape[-1]) <= _ONE_CORE_PRODUCT
-    if small or batch >= backend.cpu_threads():
+    if small or batch >= threads.cpu_threads():
         def all_stages(start, stop):
             products_before(start, stop, _matmul_on_one_core)
             elementwise(start, stop)
             products_after(start, stop, _matmul_on_one_core)
 
-        backend.parallel_rows(all_stages, batch, work_per_entry, xp=xp)
+        threads.parallel_rows(all_stages, batch, work_per_entry, xp=xp)
     else:
         products_before(0, batch, _matmul_whole)
-        backend.parallel_rows(elementwise, batch, work_per_entry, xp=xp, cache_blocks=True)
+        threads.parallel_rows(elementwise, batch, work_per_entry, xp=xp, cache_blocks=True)
         products_after(0, batch, _matmul_whole)
 
 
@@ -642,7 +643,7 @@ def _sum_of_block_products(matmul, xp, blocks, left_blocks, right, out, start, s
         if position == 0:
             matmul(xp, *product, target)
         else:
-            partial = backend.empty(target.shape, target.dtype, xp)
+            partial = memory.empty(target.shape, target.dtype, xp)
             matmul(xp, *product, partial)
             target += partial
 
@@ -686,10 +687,10 @@ def _empty_in_layout_of(xp, like, shape, strides=None):
     """
     strides = like.strides if strides is None else strides
     if 0 in strides:
-        return backend.empty(shape, like.dtype, xp)
+        return memory.empty(shape, like.dtype, xp)
     order = sorted(range(len(shape)), key=lambda axis: -strides[axis])  # outermost axis first
     inverse = sorted(range(len(shape)), key=order.__getitem__)
-    return backend.empty([shape[axis] for axis in order], like.dtype, xp).transpose(inverse)
+    return memory.empty([shape[axis] for axis in order], like.dtype, xp).transpose(inverse)
 
 
 def _empty_side_by_side(xp, arrays, wanted):

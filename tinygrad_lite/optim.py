@@ -31,6 +31,7 @@ import numpy
 
 from . import backend, cuda_kernels
 from .autograd import enable_grad, is_reference_mode, no_grad
+from .cpu_kernels import threads
 from .tensor import Tensor
 
 
@@ -532,7 +533,7 @@ def _adam_update_flat(flat: _FlatMoments, params: list, grads: list, *, use_l2: 
                 offset += hi - lo
 
     if flat.device == "cpu":  # chunks touch disjoint memory: spread them over the CPU cores
-        backend.parallel_rows(update_chunks, len(flat.chunks), largest)
+        threads.parallel_rows(update_chunks, len(flat.chunks), largest)
     else:
         update_chunks(0, len(flat.chunks))
 

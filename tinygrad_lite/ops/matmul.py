@@ -1,9 +1,9 @@
 """Matrix multiplication, the op that does nearly all of a transformer's work."""
 from __future__ import annotations
 
-from .. import backend
 from ..autograd import Function, unbroadcast
 from ..backend import xp_of
+from ..cpu_kernels import memory
 
 
 class MatMul(Function):
@@ -67,7 +67,7 @@ class Linear(Function):
         xp = xp_of(x)
         self.save_for_backward(x, weight)
         rows = x.reshape(-1, x.shape[-1])
-        out = xp.matmul(rows, weight.T, out=backend.empty((rows.shape[0], weight.shape[0]),
+        out = xp.matmul(rows, weight.T, out=memory.empty((rows.shape[0], weight.shape[0]),
                                                            xp.result_type(x.dtype, weight.dtype), xp))
         # (weight.T is a view: BLAS reads it transposed; out is 64-byte aligned for the passes after)
         if bias:
