@@ -23,6 +23,7 @@ from hypothesis.extra import numpy as hnp
 import tinygrad_lite as tl
 import tinygrad_lite.functional as F
 from tinygrad_lite import backend, fused
+from tinygrad_lite.cpu_kernels import attention as cpu_attention
 from tinygrad_lite.cpu_kernels import threads
 
 DTYPES = [np.float64, np.float32]
@@ -368,8 +369,8 @@ def test_attention_gradcheck(is_causal):
 def test_long_causal_attention_in_blocks_of_rows_matches_torch(queries, thread_count, dtype, monkeypatch):
     """Causal attention over >= 2 blocks of queries keeps P as blocks (rows a:b hold keys :b only);
     blocks of 2 rows make that happen on small inputs (7 rows: 2 + 2 + 2 + 1), one thread or two."""
-    monkeypatch.setattr(fused, "_CAUSAL_BLOCK_ROWS", 2)
-    monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 6)  # and cut the products into row blocks too
+    monkeypatch.setattr(cpu_attention, "_CAUSAL_BLOCK_ROWS", 2)
+    monkeypatch.setattr(cpu_attention, "_ONE_CORE_PRODUCT", 6)  # and cut the products into row blocks too
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", str(thread_count))
     monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
     case = random_arrays(queries, (3, 2, queries, 3), (3, 2, queries, 3), (3, 2, queries, 2), scale=1.5)
@@ -380,9 +381,9 @@ def test_long_causal_attention_in_blocks_of_rows_matches_torch(queries, thread_c
                                lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True), case, dtype)
     out = F.scaled_dot_product_attention(*(tl.Tensor(a, dtype=dtype, requires_grad=True) for a in case), is_causal=True)
     expected_blocks = [(slice(a, min(a + 2, queries)), min(a + 2, queries)) for a in range(0, queries, 2)]
-    assert out._ctx.blocks == expected_blocks
-    assert [block.shape[-2:] for block in out._ctx.saved_tensors[3]] == [(b.stop - b.start, seen)
-                                                                          for b, seen in expected_blocks]
+    _, _, _, blocks, probs, _, _ = out._ctx.cpu_state
+    assert blocks == expected_blocks
+    assert [block.shape[-2:] for block in probs] == [(b.stop - b.start, seen) for b, seen in expected_blocks]
     tensors = [tl.Tensor(a, dtype=np.float64, requires_grad=True) for a in case]
     assert tl.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), tensors)
 
@@ -393,10 +394,10 @@ def test_long_causal_attention_in_blocks_of_rows_matches_torch(queries, thread_c
 def test_attention_with_huge_scores_falls_back_to_the_row_max(sign, block_rows, dtype, monkeypatch):
     """The array path first tries exp(S) unshifted; scores in the thousands must take the textbook path
     (for every block of P when causal attention keeps it in blocks of rows)."""
-    monkeypatch.setattr(fused, "_CAUSAL_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(cpu_attention, "_CAUSAL_BLOCK_ROWS", block_rows)
     fallbacks = []
-    textbook = fused._softmax_shifted_by_max
-    monkeypatch.setattr(fused, "_softmax_shifted_by_max", lambda *a: fallbacks.append(1) or textbook(*a))
+    textbook = cpu_attention._softmax_shifted_by_max
+    monkeypatch.setattr(cpu_attention, "_softmax_shifted_by_max", lambda *a: fallbacks.append(1) or textbook(*a))
     rng = np.random.default_rng(0)
     q = rng.standard_normal((2, 3, 6, 4)) * 30.0
     case = [q, sign * q, rng.standard_normal((2, 3, 6, 5))]  # diagonal scores of about +-1800, exp(1800) = inf
@@ -442,7 +443,35 @@ def test_cpu_fused_ops_never_take_the_cuda_kernel_paths():
     for out in (F.softmax(x), F.log_softmax(x), F.gelu(x), F.layer_norm(x),
                 F.cross_entropy(x, np.array([0, 1]))):
         assert out._ctx.on_gpu is False
-    assert F.scaled_dot_product_attention(x, x, x)._ctx.algorithm is None
+    assert F.scaled_dot_product_attention(x, x, x)._ctx.algorithm == "cpu"
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("shapes", [((2, 3, 5, 4), (2, 3, 5, 4), (2, 3, 5, 6)), ((4, 130, 8), (4, 130, 8), (4, 130, 8)),
+                                    ((2, 1, 6, 4), (3, 9, 4), (3, 9, 2))])
+def test_attention_cpu_kernel_equals_the_plain_array_path(shapes, is_causal, monkeypatch):
+    """cpu_kernels/attention.py (cores, causal blocks, unshifted softmax) against the plain math in fused.py."""
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal(shape) for shape in shapes]  # float64
+
+    def run():
+        inputs = [tl.Tensor(a, requires_grad=True) for a in arrays]
+        out = F.scaled_dot_product_attention(*inputs, is_causal=is_causal)
+        algorithm = out._ctx.algorithm  # (backward frees the graph)
+        (out * tl.Tensor(rng_grad)).sum().backward()
+        return algorithm, out, [t.grad.numpy() for t in inputs]
+
+    rng_grad = np.random.default_rng(6).standard_normal(np.broadcast_shapes(shapes[0][:-1], shapes[1][:-2] + (1,))
+                                                        + (shapes[2][-1],))
+    monkeypatch.setattr(cpu_attention, "_CAUSAL_BLOCK_ROWS", 16)  # several causal blocks for T = 130
+    algorithm, fast_out, fast_grads = run()
+    assert algorithm == "cpu"
+    monkeypatch.setattr(fused, "attention_algorithm", lambda q, k, v: "plain")
+    algorithm, plain_out, plain_grads = run()
+    assert algorithm == "plain"
+    np.testing.assert_allclose(fast_out.numpy(), plain_out.numpy(), rtol=1e-10, atol=1e-12)
+    for fast, plain in zip(fast_grads, plain_grads):
+        np.testing.assert_allclose(fast, plain, rtol=1e-9, atol=1e-11)
 
 
 def test_attention_checks_shapes():

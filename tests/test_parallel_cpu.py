@@ -9,6 +9,7 @@ import pytest
 
 import tinygrad_lite as tl
 from tinygrad_lite import backend, optim
+from tinygrad_lite.cpu_kernels import attention as cpu_attention
 from tinygrad_lite.cpu_kernels import memory, threads
 from tinygrad_lite import functional as F
 
@@ -183,13 +184,13 @@ def test_attention_with_big_products_and_a_short_batch_splits_only_the_softmax(m
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "3")  # the batch is 2
     monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
     per_core_slices = _run(op, arrays)
-    monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 1)  # every product counts as big
+    monkeypatch.setattr(cpu_attention, "_ONE_CORE_PRODUCT", 1)  # every product counts as big
     monkeypatch.setattr(threads, "CACHE_BLOCK_ELEMENTS", 8)
     stages, one_core_products = [], []
-    real_parallel_rows, real_one_core = threads.parallel_rows, fused._matmul_on_one_core
+    real_parallel_rows, real_one_core = threads.parallel_rows, cpu_attention._matmul_on_one_core
     monkeypatch.setattr(threads, "parallel_rows", lambda body, *a, **k: (stages.append(body.__name__),
                                                                          real_parallel_rows(body, *a, **k)))
-    monkeypatch.setattr(fused, "_matmul_on_one_core", lambda *a: (one_core_products.append(1), real_one_core(*a)))
+    monkeypatch.setattr(cpu_attention, "_matmul_on_one_core", lambda *a: (one_core_products.append(1), real_one_core(*a)))
     big = _run(op, arrays)
     assert stages == ["softmax", "softmax_backward"]
     assert one_core_products == []  # the products were not cut down to one core's size
@@ -209,12 +210,12 @@ def test_attention_with_big_products_runs_them_per_core_in_row_blocks(monkeypatc
     single = _run(op, [q, k, v])
     monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "2")
     monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
-    monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 2 * 3 * 7)  # blocks of 2 rows: 7 = 2 + 2 + 2 + 1
+    monkeypatch.setattr(cpu_attention, "_ONE_CORE_PRODUCT", 2 * 3 * 7)  # blocks of 2 rows: 7 = 2 + 2 + 2 + 1
     stages, block_products = [], []
-    real_parallel_rows, real_blocked = threads.parallel_rows, fused._matmul_on_one_core
+    real_parallel_rows, real_blocked = threads.parallel_rows, cpu_attention._matmul_on_one_core
     monkeypatch.setattr(threads, "parallel_rows", lambda body, *a, **kw: (stages.append(body.__name__),
                                                                           real_parallel_rows(body, *a, **kw)))
-    monkeypatch.setattr(fused, "_matmul_on_one_core", lambda xp, a, b, out: (block_products.append(a.shape),
+    monkeypatch.setattr(cpu_attention, "_matmul_on_one_core", lambda xp, a, b, out: (block_products.append(a.shape),
                                                                              real_blocked(xp, a, b, out)))
     threaded = _run(op, [q, k, v])
     assert stages == ["all_stages", "all_stages"] and len(block_products) == 2 * (2 + 4)
@@ -226,12 +227,12 @@ def test_attention_with_big_products_runs_them_per_core_in_row_blocks(monkeypatc
 def test_matmul_on_one_core_equals_matmul_for_every_layout(rows, monkeypatch):
     from tinygrad_lite import fused
 
-    monkeypatch.setattr(fused, "_ONE_CORE_PRODUCT", 3 * 5 * 2)  # blocks of 2 rows (3 x 5 right operands)
+    monkeypatch.setattr(cpu_attention, "_ONE_CORE_PRODUCT", 3 * 5 * 2)  # blocks of 2 rows (3 x 5 right operands)
     rng = np.random.default_rng(rows)
     a = rng.standard_normal((2, 4, 3, rows)).astype(np.float32).swapaxes(-1, -2)  # a transposed view
     b = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
     out = np.full((2, rows, 4, 5), np.nan, dtype=np.float32).transpose(0, 2, 1, 3)  # written through a view
-    fused._matmul_on_one_core(np, a, b, out)
+    cpu_attention._matmul_on_one_core(np, a, b, out)
     np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-6, atol=1e-6)
 
 
