@@ -466,7 +466,7 @@ def test_attention_cpu_kernel_equals_the_plain_array_path(shapes, is_causal, mon
     monkeypatch.setattr(cpu_attention, "_CAUSAL_BLOCK_ROWS", 16)  # several causal blocks for T = 130
     algorithm, fast_out, fast_grads = run()
     assert algorithm == "cpu"
-    monkeypatch.setattr(fused, "attention_algorithm", lambda q, k, v: "plain")
+    monkeypatch.setattr(fused, "CPU_KERNELS", False)
     algorithm, plain_out, plain_grads = run()
     assert algorithm == "plain"
     np.testing.assert_allclose(fast_out.numpy(), plain_out.numpy(), rtol=1e-10, atol=1e-12)
@@ -566,3 +566,27 @@ def test_tensor_methods_use_the_fused_ops():
     assert isinstance(x.log_softmax()._ctx, fused.LogSoftmax)
     assert isinstance(x.gelu()._ctx, fused.Gelu)
     assert math.isclose(float(x.softmax().numpy()[0, 0]), 1 / 3)
+
+
+@pytest.mark.parametrize("affine", [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 300), (0, 4)])
+def test_layer_norm_cpu_kernel_equals_the_plain_array_path(shape, affine, monkeypatch):
+    """cpu_kernels/layer_norm.py (chunks on the cores, BLAS means) against the plain math in fused.py."""
+    rng = np.random.default_rng(7)
+    x, g = rng.standard_normal(shape), rng.standard_normal(shape)
+    params = [rng.standard_normal(shape[-1]) if want else None for want in affine]
+
+    def run():
+        inputs = [tl.Tensor(x, requires_grad=True)] + [None if p is None else tl.Tensor(p, requires_grad=True)
+                                                       for p in params]
+        out = F.layer_norm(*inputs)
+        (out * tl.Tensor(g)).sum().backward()
+        return [out.numpy()] + [t.grad.numpy() for t in inputs if t is not None]
+
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)  # chunks on two threads even for small x
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "2")
+    fast = run()
+    monkeypatch.setattr(fused, "CPU_KERNELS", False)
+    plain = run()
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -33,13 +33,21 @@ from __future__ import annotations
 
 import math
 
+import numpy
+
 
 from . import backend, cuda_kernels
 from .autograd import Function, unbroadcast
 from .backend import xp_of
 from .cpu_kernels import attention as cpu_attention
+from .cpu_kernels import layer_norm as cpu_layer_norm
 from .cpu_kernels import memory, threads
 from .ops.reduce import normalize_axis
+
+
+# The CPU fast paths (cpu_kernels/) for the ops that have one. False runs the plain array code of
+# each op on the CPU too: the tests compare the two.
+CPU_KERNELS = True
 
 
 def _require_float(op: str, *arrays) -> None:
@@ -270,33 +278,18 @@ class LayerNorm(Function):
             self.save_for_backward(rows, mean, rstd, weight)
             return out.reshape(x.shape)
 
-        size = x.shape[-1]
-        rows = x.reshape(-1, size)
-        xhat, out = memory.empty_like(rows), memory.empty_like(rows)
-        rstd = xp.empty((rows.shape[0], 1), dtype=x.dtype)
-        # Row means as a matrix-vector product with a column of 1/D: one BLAS call,
-        # several times faster than NumPy's reduction along the last axis.
-        average = xp.full((size, 1), 1.0 / size, dtype=x.dtype)
-
-        def chunk(start, stop):  # rows start..stop, each normalised on its own
-            x_c, xhat_c, out_c, rstd_c = rows[start:stop], xhat[start:stop], out[start:stop], rstd[start:stop]
-            xp.subtract(x_c, x_c @ average, out=xhat_c)
-            xp.multiply(xhat_c, xhat_c, out=out_c)  # scratch for the variance; becomes the output below
-            xp.matmul(out_c, average, out=rstd_c)
-            rstd_c += eps
-            xp.sqrt(rstd_c, out=rstd_c)
-            xp.reciprocal(rstd_c, out=rstd_c)
-            xhat_c *= rstd_c
-            if weight is not None:
-                xp.multiply(xhat_c, weight, out=out_c)
-            else:
-                out_c[...] = xhat_c  # a copy: the output must not alias the saved xhat
-            if bias is not None:
-                out_c += bias
-
-        threads.parallel_rows(chunk, rows.shape[0], size, xp=xp, cache_blocks=True)
+        if xp is numpy and CPU_KERNELS:  # cpu_kernels/layer_norm.py: the same math, chunks of rows on the cores
+            out, (xhat, rstd) = cpu_layer_norm.forward(x, weight, bias, eps)
+            self.save_for_backward(xhat, rstd, weight)
+            return out
+        mean = x.mean(axis=-1, keepdims=True)
+        rstd = 1.0 / xp.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + eps)
+        xhat = (x - mean) * rstd
+        out = xhat * weight if weight is not None else xhat.copy()
+        if bias is not None:
+            out += bias
         self.save_for_backward(xhat, rstd, weight)
-        return out.reshape(x.shape)
+        return out
 
     def backward(self, grad):
         if self.on_gpu:
@@ -308,54 +301,24 @@ class LayerNorm(Function):
                 need_bias=self.has_bias and self.needs_input_grad[-1])
             grad_x = grad_x.reshape(grad.shape) if grad_x is not None else None
             return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
-        xhat, rstd, weight = self.saved_tensors  # xhat: (rows, D), rstd: (rows, 1)
+        xhat, rstd, weight = self.saved_tensors
         xp = xp_of(xhat)
-        grad_rows = grad.reshape(xhat.shape)
         # inputs are (x, [weight], [bias]): the weight, when there is one, is second, the bias last.
         need_x = self.needs_input_grad[0]
         need_weight = self.has_weight and self.needs_input_grad[1]
         need_bias = self.has_bias and self.needs_input_grad[-1]
-        g_xhat = memory.empty_like(xhat)  # g * xhat, then (in place) dx
-        partial_sums = {}  # first row of a chunk -> its rows' sums of g * xhat and of g
-
-        def chunk(start, stop):
-            g, gx = grad_rows[start:stop], g_xhat[start:stop]
-            xp.multiply(g, xhat[start:stop], out=gx)
-            # column sums as (1, ..., 1) @ rows: one BLAS call, faster than NumPy's sum over axis 0
-            ones = xp.ones(stop - start, dtype=xhat.dtype)
-            partial_sums[start] = (ones @ gx if need_weight else None, ones @ g if need_bias else None)
-            if need_x:  # rows are independent: each chunk overwrites its g_xhat rows with dx
-                self._grad_x(xp, g, gx, xhat[start:stop], rstd[start:stop], weight)
-
-        threads.parallel_rows(chunk, xhat.shape[0], xhat.shape[1], xp=xp, cache_blocks=True)
-        chunk_sums = [partial_sums[start] for start in sorted(partial_sums)]  # a fixed order: reproducible
-        zeros = xp.zeros(xhat.shape[1], dtype=xhat.dtype)  # (also the answer when there are no rows)
-        grad_weight = sum((sums[0] for sums in chunk_sums), zeros) if need_weight else None
-        grad_bias = sum((sums[1] for sums in chunk_sums), zeros) if need_bias else None
-        grad_x = g_xhat.reshape(grad.shape) if need_x else None
+        if xp is numpy and CPU_KERNELS:
+            grad_x, grad_weight, grad_bias = cpu_layer_norm.backward(xhat.reshape(-1, xhat.shape[-1]),
+                                                                     rstd.reshape(-1, 1), weight, grad,
+                                                                     need_x, need_weight, need_bias)
+        else:
+            leading = tuple(range(grad.ndim - 1))
+            grad_weight = (grad * xhat).sum(axis=leading) if need_weight else None   # dw = sum(g * xhat)
+            grad_bias = grad.sum(axis=leading) if need_bias else None                 # db = sum(g)
+            gw = grad * weight if weight is not None else grad
+            grad_x = (rstd * (gw - gw.mean(axis=-1, keepdims=True)
+                              - xhat * (gw * xhat).mean(axis=-1, keepdims=True))) if need_x else None
         return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
-
-    @staticmethod
-    def _grad_x(xp, grad, g_xhat, xhat, rstd, weight):
-        """dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)); overwrites g_xhat."""
-        size = xhat.shape[-1]
-        if weight is not None:
-            # sum_i a_i w_i is the matrix-vector product a @ w: BLAS does it with no temporary a * w
-            mean_gw = (grad @ weight)[..., None] / size
-            mean_gw_xhat = (g_xhat @ weight)[..., None] / size
-        else:
-            mean_gw = grad.mean(axis=-1, keepdims=True)
-            mean_gw_xhat = g_xhat.mean(axis=-1, keepdims=True)
-        correction = xhat * mean_gw_xhat
-        correction += mean_gw
-        dx = g_xhat  # reuse its memory: g * xhat is not needed any more
-        if weight is not None:
-            xp.multiply(grad, weight, out=dx)
-        else:
-            dx[...] = grad
-        dx -= correction
-        dx *= rstd
-        return dx
 
 
 # --------------------------------------------------------------------- GELU
@@ -507,7 +470,7 @@ def attention_algorithm(q, k, v) -> str:
     """Which path attention takes: "cpu" (cpu_kernels/attention.py) for NumPy arrays; on the GPU
     "flash" or "fused_softmax" (see cuda_kernels), or "plain" (the code above, on CuPy arrays)."""
     if not backend.is_cuda(q):
-        return "cpu"
+        return "cpu" if CPU_KERNELS else "plain"
     return cuda_kernels.attention_algorithm(q, k, v) or "plain"
 
 
