@@ -568,6 +568,26 @@ def test_tensor_methods_use_the_fused_ops():
     assert math.isclose(float(x.softmax().numpy()[0, 0]), 1 / 3)
 
 
+@pytest.mark.parametrize("shape", [(), (7,), (3, 5000)])
+def test_gelu_cpu_kernel_equals_the_plain_array_path(shape, monkeypatch):
+    """cpu_kernels/gelu.py (chunks on the cores, in place passes) against the plain math in fused.py."""
+    rng = np.random.default_rng(8)
+    x, g = rng.standard_normal(shape) * 3, rng.standard_normal(shape)
+
+    def run():
+        t = tl.Tensor(x, requires_grad=True)
+        out = F.gelu(t)
+        (out * tl.Tensor(g)).sum().backward()
+        return out.numpy(), t.grad.numpy()
+
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setenv("TINYGRAD_LITE_CPU_THREADS", "2")
+    fast = run()
+    monkeypatch.setattr(fused, "CPU_KERNELS", False)
+    for a, b in zip(fast, run()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("affine", [(True, True), (True, False), (False, False)])
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 300), (0, 4)])
 def test_layer_norm_cpu_kernel_equals_the_plain_array_path(shape, affine, monkeypatch):

@@ -16,15 +16,13 @@ with ``retain_graph=True`` may be walked twice) nor into the incoming ``grad``.
 The reference versions in ``functional.py`` are the specification; the tests
 check that both agree.
 
-On the CPU, the big elementwise passes of GELU, layer norm and the attention
-softmax are split into row chunks that run on all cores at once
-(``threads.parallel_rows``: NumPy releases the GIL inside its loops). Rows
-are independent, so the chunks compute exactly what one pass would.
-
-On the GPU each hot spot runs a fused CUDA kernel from ``cuda_kernels``
-instead (one ``if backend.is_cuda(x) and cuda_kernels.supports(...)`` per
-op): the array code below is then the kernel's *NumPy twin*, which the CPU
-runs and CPU CI tests, and which the GPU tests compare the kernel against.
+The array code of each op here is its math, plainly. Where a faster way
+exists, one line hands the work to it: on the CPU ``cpu_kernels/`` (GELU,
+layer norm and attention split into chunks that run on all cores at once;
+``CPU_KERNELS = False`` runs the plain code instead, and the tests compare
+the two), on the GPU a fused CUDA kernel from ``cuda_kernels`` (one
+``if backend.is_cuda(x) and cuda_kernels.supports(...)`` per op): the array
+code is then the kernel's *twin*, which the GPU tests compare it against.
 What a kernel path saves for backward may differ from its twin's (e.g. the
 GPU cross-entropy keeps the log-sum-exp instead of the probabilities), so
 forward records the path it took and backward follows it.
@@ -40,8 +38,8 @@ from . import backend, cuda_kernels
 from .autograd import Function, unbroadcast
 from .backend import xp_of
 from .cpu_kernels import attention as cpu_attention
+from .cpu_kernels import gelu as cpu_gelu
 from .cpu_kernels import layer_norm as cpu_layer_norm
-from .cpu_kernels import memory, threads
 from .ops.reduce import normalize_axis
 
 
@@ -347,47 +345,22 @@ class Gelu(Function):
             self.save_for_backward(x)
             return cuda_kernels.gelu_forward(x)
         xp = xp_of(x)
-        flat = x.reshape(-1)  # also turns a 0-d x into a 1-element view, which takes out=
-        s, out = memory.empty_like(flat), memory.empty_like(flat)
-
-        def chunk(start, stop):
-            xs, ss = flat[start:stop], s[start:stop]
-            xp.multiply(xs, xs, out=ss)
-            ss *= GELU_C * GELU_K
-            ss += GELU_C
-            ss *= xs  # u = c x + c k x^3
-            xp.tanh(ss, out=ss)
-            ss += 1.0
-            ss *= 0.5  # s = (1 + t) / 2
-            xp.multiply(xs, ss, out=out[start:stop])
-
-        threads.parallel_rows(chunk, flat.size, xp=xp, cache_blocks=True)
-        self.save_for_backward(flat, s)
-        return out.reshape(x.shape)
+        if xp is numpy and CPU_KERNELS:  # cpu_kernels/gelu.py: the same passes, in chunks on the cores
+            out, s = cpu_gelu.forward(x, GELU_C, GELU_K)
+        else:
+            s = 0.5 * (1.0 + xp.tanh(GELU_C * (x + GELU_K * x * x * x)))
+            out = x * s
+        self.save_for_backward(x, s)
+        return out
 
     def backward(self, grad):
         if self.on_gpu:
             (x,) = self.saved_tensors
             return cuda_kernels.gelu_backward(x, grad)
         x, s = self.saved_tensors
-        xp = xp_of(x)
-        flat_grad = grad.reshape(-1)
-        dx, scratch = memory.empty_like(x), memory.empty_like(x)
-
-        def chunk(start, stop):
-            xs, ss, dxs, s_one_minus_s = x[start:stop], s[start:stop], dx[start:stop], scratch[start:stop]
-            xp.multiply(xs, xs, out=dxs)
-            dxs *= 6.0 * GELU_C * GELU_K
-            dxs += 2.0 * GELU_C
-            dxs *= xs  # 2 c x + 6 c k x^3
-            xp.subtract(1.0, ss, out=s_one_minus_s)
-            s_one_minus_s *= ss
-            dxs *= s_one_minus_s
-            dxs += ss
-            dxs *= flat_grad[start:stop]
-
-        threads.parallel_rows(chunk, x.size, xp=xp, cache_blocks=True)
-        return dx.reshape(grad.shape)
+        if xp_of(x) is numpy and CPU_KERNELS:
+            return cpu_gelu.backward(x, s, grad, GELU_C, GELU_K)
+        return grad * (s + s * (1.0 - s) * (2.0 * GELU_C * x + 6.0 * GELU_C * GELU_K * x * x * x))
 
 
 # ---------------------------------------------------------------- attention
