@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import GPT2_PATTERN, GPT4_PATTERN, Tokenizer, cl100k, gpt2
+from .patterns import special_token_regex
 
 PATTERNS = {"gpt4": GPT4_PATTERN, "gpt2": GPT2_PATTERN}
 
@@ -95,23 +96,18 @@ def run_encode(args: argparse.Namespace) -> int:
     else:
         text = sys.stdin.read()
     allowed = "all" if args.allow_special else frozenset()
-    found = None if args.allow_special else first_special_token(tokenizer, text)
+    found = None
+    if tokenizer.special_tokens and not args.allow_special:
+        found = special_token_regex(tokenizer.special_tokens).search(text)
     if found is not None:
-        raise ValueError(f"the input contains the special token {found!r}: pass --allow-special to encode "
-                         "it as that token (by default special-token text is refused)")
+        raise ValueError(f"the input contains the special token {found.group()!r}: pass --allow-special to "
+                         "encode it as that token (by default special-token text is refused)")
     if args.out is not None and args.out.suffix == ".npy":
         np.save(args.out, tokenizer.encode_to_numpy(text, allowed_special=allowed))
         return 0
     output = " ".join(map(str, tokenizer.encode(text, allowed_special=allowed))) + "\n"
     _write(output, args.out)
     return 0
-
-
-def first_special_token(tokenizer: Tokenizer, text: str) -> str | None:
-    """The special token whose text occurs first in ``text`` (None if there is none)."""
-    positions = {token: text.find(token) for token in tokenizer.special_tokens}
-    present = [(at, token) for token, at in positions.items() if at >= 0]
-    return min(present)[1] if present else None
 
 
 def run_decode(args: argparse.Namespace) -> int:

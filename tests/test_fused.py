@@ -610,3 +610,19 @@ def test_layer_norm_cpu_kernel_equals_the_plain_array_path(shape, affine, monkey
     plain = run()
     for a, b in zip(fast, plain):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_backward_follows_the_path_its_forward_took(monkeypatch):
+    """Switching CPU_KERNELS between forward and backward changes nothing: each op recorded its path."""
+    rng = np.random.default_rng(9)
+    x = tl.Tensor(rng.standard_normal((4, 6)), requires_grad=True)
+    g = tl.Tensor(rng.standard_normal((4, 6)))
+    grads = []
+    for switch_before_backward in (False, True):
+        loss = (F.gelu(F.layer_norm(x)) * g).sum()  # forward on the CPU kernels
+        if switch_before_backward:
+            monkeypatch.setattr(fused, "CPU_KERNELS", False)
+        loss.backward()
+        grads.append(x.grad.numpy())
+        x.grad = None
+    np.testing.assert_array_equal(grads[1], grads[0])

@@ -33,7 +33,6 @@ import math
 
 import numpy
 
-
 from . import backend, cuda_kernels
 from .autograd import Function, unbroadcast
 from .backend import xp_of
@@ -276,7 +275,8 @@ class LayerNorm(Function):
             self.save_for_backward(rows, mean, rstd, weight)
             return out.reshape(x.shape)
 
-        if xp is numpy and CPU_KERNELS:  # cpu_kernels/layer_norm.py: the same math, chunks of rows on the cores
+        self.cpu_kernel = xp is numpy and CPU_KERNELS  # backward takes the same path
+        if self.cpu_kernel:  # cpu_kernels/layer_norm.py: the same math, chunks of rows on the cores
             out, (xhat, rstd) = cpu_layer_norm.forward(x, weight, bias, eps)
             self.save_for_backward(xhat, rstd, weight)
             return out
@@ -300,14 +300,12 @@ class LayerNorm(Function):
             grad_x = grad_x.reshape(grad.shape) if grad_x is not None else None
             return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
         xhat, rstd, weight = self.saved_tensors
-        xp = xp_of(xhat)
         # inputs are (x, [weight], [bias]): the weight, when there is one, is second, the bias last.
         need_x = self.needs_input_grad[0]
         need_weight = self.has_weight and self.needs_input_grad[1]
         need_bias = self.has_bias and self.needs_input_grad[-1]
-        if xp is numpy and CPU_KERNELS:
-            grad_x, grad_weight, grad_bias = cpu_layer_norm.backward(xhat.reshape(-1, xhat.shape[-1]),
-                                                                     rstd.reshape(-1, 1), weight, grad,
+        if self.cpu_kernel:  # xhat (rows, D) and rstd (rows, 1), as the CPU kernel saved them
+            grad_x, grad_weight, grad_bias = cpu_layer_norm.backward(xhat, rstd, weight, grad,
                                                                      need_x, need_weight, need_bias)
         else:
             leading = tuple(range(grad.ndim - 1))
@@ -345,7 +343,8 @@ class Gelu(Function):
             self.save_for_backward(x)
             return cuda_kernels.gelu_forward(x)
         xp = xp_of(x)
-        if xp is numpy and CPU_KERNELS:  # cpu_kernels/gelu.py: the same passes, in chunks on the cores
+        self.cpu_kernel = xp is numpy and CPU_KERNELS  # backward takes the same path
+        if self.cpu_kernel:  # cpu_kernels/gelu.py: the same passes, in chunks on the cores
             out, s = cpu_gelu.forward(x, GELU_C, GELU_K)
         else:
             s = 0.5 * (1.0 + xp.tanh(GELU_C * (x + GELU_K * x * x * x)))
@@ -358,7 +357,7 @@ class Gelu(Function):
             (x,) = self.saved_tensors
             return cuda_kernels.gelu_backward(x, grad)
         x, s = self.saved_tensors
-        if xp_of(x) is numpy and CPU_KERNELS:
+        if self.cpu_kernel:
             return cpu_gelu.backward(x, s, grad, GELU_C, GELU_K)
         return grad * (s + s * (1.0 - s) * (2.0 * GELU_C * x + 6.0 * GELU_C * GELU_K * x * x * x))
 
