@@ -76,12 +76,10 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: tl.Tensor) -> tl.Tensor:
         B, T, C = x.shape
-        head_size = C // self.n_head
-        q, k, v = self.c_attn(x).split(self.n_embd, axis=2)
-        # (B, T, C) -> (B, n_head, T, head_size): the heads become a batch dimension
-        q = q.reshape(B, T, self.n_head, head_size).transpose(1, 2)
-        k = k.reshape(B, T, self.n_head, head_size).transpose(1, 2)
-        v = v.reshape(B, T, self.n_head, head_size).transpose(1, 2)
+        # (B, T, 3C) -> 3 x (B, n_head, T, head_size): the heads become a batch dimension.
+        # The same as nanoGPT's split(C, dim=2) and view(B, T, n_head, head_size).transpose(1, 2)
+        # (functional.split_heads_reference), as one op whose backward needs no copy.
+        q, k, v = F.split_heads(self.c_attn(x), self.n_head)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))

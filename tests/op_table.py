@@ -291,6 +291,17 @@ def split_case(draw):
 
 
 @st.composite
+def split_heads_case(draw):
+    batch, time, heads, head_size = (draw(st.integers(1, 3)) for _ in range(4))
+    return Case([draw(array((batch, time, 3 * heads * head_size)))], {"heads": heads})
+
+
+def _torch_split_heads(qkv, heads):  # nanoGPT's lines
+    B, T, three_c = qkv.shape
+    return [t.view(B, T, heads, three_c // (3 * heads)).transpose(1, 2) for t in qkv.split(three_c // 3, dim=2)]
+
+
+@st.composite
 def tril_case(draw):
     shape = draw(shapes(min_dims=2))
     return Case([draw(array(shape))], {"k": draw(st.integers(-2, 2))})
@@ -374,6 +385,12 @@ OPS: list[OpRow] = [
     OpRow("masked_fill", lambda a, mask: a.masked_fill(mask, -2.5),
           lambda a, mask: a.masked_fill(torch.from_numpy(mask), -2.5), bool_mask_case()),
     OpRow("tril", lambda a, k: tl.tril(a, k), lambda a, k: torch.tril(a, k), tril_case()),
+    OpRow("split_heads", lambda a, heads: _weighted(F.split_heads(a, heads)),
+          lambda a, heads: _weighted(_torch_split_heads(a, heads)), split_heads_case()),
+    OpRow("split_heads_then_attention",
+          lambda a, heads: F.scaled_dot_product_attention(*F.split_heads(a, heads), is_causal=True),
+          lambda a, heads: TF.scaled_dot_product_attention(*_torch_split_heads(a, heads), is_causal=True),
+          split_heads_case()),
     OpRow("split", lambda a, size, axis: _weighted(a.split(size, axis=axis)),
           lambda a, size, axis: _weighted(torch.split(a, size, dim=axis)), split_case()),
     OpRow("chunk", lambda a, size, axis: _weighted(a.chunk(size, axis=axis)),

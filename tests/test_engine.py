@@ -484,47 +484,6 @@ def test_split_is_one_op_with_several_outputs_and_matches_torch():
     assert np.all(x.grad.numpy()[:, 5:] == 0)  # the unused piece
 
 
-def test_split_backward_takes_gradients_that_already_lie_side_by_side_without_copying():
-    from tinygrad_lite.ops import movement
-
-    buffer = np.arange(24.0).reshape(2, 12)
-    pieces = [buffer[:, 0:3], buffer[:, 3:7], buffer[:, 7:12]]
-    bounds = [(0, 3), (3, 7), (7, 12)]
-    whole = movement._side_by_side(pieces, (2, 12), 1, bounds)
-    assert np.shares_memory(whole, buffer) and np.array_equal(whole, buffer)
-    # not side by side: out of order, a gap, a missing piece, another layout -> None (the split copies)
-    assert movement._side_by_side(pieces[::-1], (2, 12), 1, bounds[::-1]) is None
-    assert movement._side_by_side([buffer[:, 0:3], buffer[:, 4:8], buffer[:, 8:13]], (2, 12), 1, bounds) is None
-    assert movement._side_by_side([pieces[0], None, pieces[2]], (2, 12), 1, bounds) is None
-    assert movement._side_by_side([p.copy() for p in pieces], (2, 12), 1, bounds) is None
-
-
-def test_attention_gradients_of_a_split_projection_reach_it_without_a_copy(monkeypatch):
-    """q, k, v split from one array (as GPT's c_attn does): attention writes their gradients side by side,
-    and the split hands that buffer on -- with the same numbers as separate q, k, v."""
-    import tinygrad_lite.functional as F
-    from tinygrad_lite.ops import movement
-
-    assembled = []
-    real = movement._side_by_side
-    monkeypatch.setattr(movement, "_side_by_side", lambda *a: assembled.append(real(*a)) or assembled[-1])
-    rng = np.random.default_rng(0)
-    data, upstream = rng.standard_normal((2, 5, 3 * 8)), rng.standard_normal((2, 2, 5, 4))
-
-    def heads(t):  # (B, T, 8) -> (B, 2 heads, T, 4)
-        return t.reshape(2, 5, 2, 4).transpose(1, 2)
-
-    qkv = Tensor(data, requires_grad=True)
-    out = F.scaled_dot_product_attention(*(heads(t) for t in qkv.split(8, axis=2)), is_causal=True)
-    out.backward(upstream)
-    assert assembled and assembled[0] is not None
-
-    separate = [Tensor(data[:, :, i * 8:(i + 1) * 8].copy(), requires_grad=True) for i in range(3)]
-    F.scaled_dot_product_attention(*(heads(t) for t in separate), is_causal=True).backward(upstream)
-    np.testing.assert_allclose(qkv.grad.numpy(), np.concatenate([t.grad.numpy() for t in separate], axis=2),
-                               rtol=1e-12)
-
-
 def test_split_backward_from_one_piece_twice_with_retain_graph():
     x = Tensor(np.arange(6.0), requires_grad=True)
     first, second = x.split(3)

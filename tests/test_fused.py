@@ -474,6 +474,57 @@ def test_attention_cpu_kernel_equals_the_plain_array_path(shapes, is_causal, mon
         np.testing.assert_allclose(fast, plain, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("use", ["qkv", "q and v", "not attention"])
+def test_split_heads_matches_its_reference_and_torch(use):
+    """fused.SplitHeads against split + view + transpose (the reference twin, and torch's nanoGPT lines)."""
+    rng = np.random.default_rng(3)
+    data, upstream = rng.standard_normal((2, 5, 3 * 8)), rng.standard_normal((2, 2, 5, 4))
+
+    def loss_of(q, k, v, attention, up):
+        if use == "qkv":
+            return (attention(q, k, v, is_causal=True) * up).sum()
+        if use == "q and v":
+            return (q * v * up).sum()
+        return (q * up).sum() + (k * k).sum()  # v unused: its gradient is zero
+
+    grads = []
+    for split in (F.split_heads, F.split_heads_reference):
+        qkv = tl.Tensor(data, requires_grad=True)
+        q, k, v = split(qkv, 2)
+        assert q.shape == k.shape == v.shape == (2, 2, 5, 4)
+        loss_of(q, k, v, F.scaled_dot_product_attention, tl.Tensor(upstream)).backward()
+        grads.append(qkv.grad.numpy())
+    qkv_t = torch.tensor(data, requires_grad=True)
+    q_t, k_t, v_t = (t.view(2, 5, 2, 4).transpose(1, 2) for t in qkv_t.split(8, dim=2))
+    loss_of(q_t, k_t, v_t, TF.scaled_dot_product_attention, torch.tensor(upstream)).backward()
+    for grad in grads:
+        np.testing.assert_allclose(grad, qkv_t.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_attention_gradients_reach_split_heads_without_a_copy(monkeypatch):
+    """The CPU attention kernel writes dQ, dK, dV side by side in one (B, T, 3C) buffer; SplitHeads hands
+    it on as dL/dqkv (packed_qkv_gradient) -- and rejects pieces that only look alike."""
+    handed_on = []
+    real = cpu_attention.packed_qkv_gradient
+    monkeypatch.setattr(cpu_attention, "packed_qkv_gradient", lambda *a: handed_on.append(real(*a)) or handed_on[-1])
+    qkv = tl.Tensor(np.random.default_rng(0).standard_normal((2, 5, 24)), requires_grad=True)
+    F.scaled_dot_product_attention(*F.split_heads(qkv, 2), is_causal=True).sum().backward()
+    assert handed_on and handed_on[0] is not None and handed_on[0].shape == (2, 5, 24)
+
+    buffer = np.zeros((2, 5, 3, 2, 4))
+    pieces = [buffer[:, :, i].transpose(0, 2, 1, 3) for i in range(3)]
+    assert np.shares_memory(real(pieces, (2, 5, 24)), buffer)
+    assert real(pieces[::-1], (2, 5, 24)) is None                       # out of order
+    assert real([p.copy() for p in pieces], (2, 5, 24)) is None         # three separate arrays
+    other = np.zeros((2, 5, 3, 2, 4))[:, :, 0].transpose(0, 2, 1, 3)
+    assert real([pieces[0], pieces[1], other], (2, 5, 24)) is None      # not one allocation
+
+
+def test_split_heads_checks_its_input():
+    with pytest.raises(ValueError, match=r"split_heads: expected \(B, T, 3 \* C\).*n_head=2.*\(2, 5, 10\)"):
+        F.split_heads(tl.Tensor(np.zeros((2, 5, 10))), 2)
+
+
 def test_attention_checks_shapes():
     q = tl.Tensor(np.zeros((2, 3, 4)))
     with pytest.raises(ValueError, match=r"scaled_dot_product_attention: incompatible shapes"):

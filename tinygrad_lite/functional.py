@@ -135,6 +135,24 @@ def gelu(x: Tensor) -> Tensor:
     return fused.Gelu.apply(x)
 
 
+def split_heads_reference(qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v, each (B, n_head, T, head_size), from the (B, T, 3C) attention projection."""
+    B, T, three_c = qkv.shape
+    q, k, v = qkv.split(three_c // 3, axis=2)                     # 3 x (B, T, C)
+    # (B, T, C) -> (B, T, n_head, head_size) -> (B, n_head, T, head_size): the heads become a batch axis
+    return tuple(t.reshape(B, T, n_head, three_c // (3 * n_head)).transpose(1, 2) for t in (q, k, v))
+
+
+def split_heads(qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v as heads from one (B, T, 3C) projection (fused: ``fused.SplitHeads``, no copy either way)."""
+    if qkv.ndim != 3 or qkv.shape[2] % (3 * n_head):
+        raise ValueError(f"split_heads: expected (B, T, 3 * C) with C divisible by n_head={n_head}, "
+                         f"got shape {qkv.shape}")
+    if is_reference_mode():
+        return split_heads_reference(qkv, n_head)
+    return fused.SplitHeads.apply(qkv, n_head=n_head)
+
+
 def scaled_dot_product_attention_reference(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False) -> Tensor:
     """softmax(q k^T / sqrt(D) [+ causal mask]) v on (..., T, D) tensors.
 

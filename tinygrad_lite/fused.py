@@ -365,6 +365,45 @@ class Gelu(Function):
 # ---------------------------------------------------------------- attention
 
 
+class SplitHeads(Function):
+    """q, k, v = the attention projection split into queries, keys and values, each as heads.
+
+    qkv is (B, T, 3C): for every position the C query features, then the C key
+    features, then the C value features, each C = n_head x head_size. Forward
+    returns three views (no copy), each (B, n_head, T, head_size): the heads
+    become a batch axis, as attention wants them.
+
+    Backward is the same bookkeeping in reverse: each piece's gradient goes back
+    to its place in a (B, T, 3C) array (zeros for a piece the loss does not use).
+    Attention's CPU kernel already writes dQ, dK and dV into one such array, so
+    there the array is returned as it is and nothing is copied.
+    """
+
+    def forward(self, qkv, n_head):
+        B, T, three_c = qkv.shape
+        if three_c % (3 * n_head):
+            raise ValueError(f"split_heads: last axis {three_c} of shape {qkv.shape} is not 3 x n_head ({n_head}) "
+                             "x head_size")
+        self.shape, self.dtype, self.n_head = qkv.shape, qkv.dtype, n_head
+        heads = qkv.reshape(B, T, 3, n_head, three_c // (3 * n_head))    # (B, T, 3, nh, hs)
+        return tuple(heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # 3 x (B, nh, T, hs)
+
+    def backward(self, grad_q, grad_k, grad_v):
+        grads = (grad_q, grad_k, grad_v)
+        if CPU_KERNELS and all(g is not None and g.__class__ is numpy.ndarray for g in grads):
+            packed = cpu_attention.packed_qkv_gradient(grads, self.shape)  # None unless already side by side
+            if packed is not None:
+                return packed
+        B, T, three_c = self.shape
+        xp = xp_of(next(g for g in grads if g is not None))
+        grad_qkv = xp.empty(self.shape, dtype=self.dtype)
+        heads = grad_qkv.reshape(B, T, 3, self.n_head, three_c // (3 * self.n_head))
+        for i, grad in enumerate(grads):
+            heads[:, :, i] = 0 if grad is None else grad.transpose(0, 2, 1, 3)  # (B, nh, T, hs) -> (B, T, nh, hs)
+        return grad_qkv
+
+
+
 class ScaledDotProductAttention(Function):
     """out = P V  with  P = softmax(S),  S = Q K^T * s (+ causal mask),  s = 1/sqrt(D).
 

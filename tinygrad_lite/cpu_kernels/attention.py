@@ -236,9 +236,9 @@ def _empty_side_by_side(xp, arrays, wanted):
 
     When the arrays are evenly spaced pieces of one buffer with the same shape
     and strides -- q, k and v split from one c_attn output -- the gradients
-    are pieces of one new buffer, spaced the same way: the split's backward
-    then takes that buffer as its gradient instead of copying the three into
-    one (``ops.movement._side_by_side``).
+    are pieces of one new buffer, spaced the same way: ``fused.SplitHeads``'s
+    backward then takes that buffer as its gradient instead of copying the
+    three into one (``packed_qkv_gradient``).
     """
     first = arrays[0]
     if all(wanted) and not backend.is_cuda(first) and all(
@@ -249,6 +249,33 @@ def _empty_side_by_side(xp, arrays, wanted):
             stacked = _empty_in_layout_of(xp, first, (len(arrays),) + first.shape, (step,) + first.strides)
             return tuple(stacked[i] for i in range(len(arrays)))
     return tuple(_empty_in_layout_of(xp, a, a.shape) if need else None for a, need in zip(arrays, wanted))
+
+
+def packed_qkv_gradient(grads, shape):
+    """dL/dqkv of ``shape`` (B, T, 3C) as the array dQ, dK, dV already lie in, or None.
+
+    The three are (B, nh, T, hs) views; ``_empty_side_by_side`` makes them views of one
+    (B, T, 3, nh, hs) buffer when q, k and v were views of one such array (split by
+    ``fused.SplitHeads``). That buffer is then the gradient, and nothing is copied.
+    All three must be views of the same allocation, dK and dV must start C and 2C
+    elements after dQ, and the strides must make the buffer contiguous.
+    """
+    grad_q, grad_k, grad_v = grads
+    B, T, three_c = shape
+    if grad_q.base is None or not (grad_q.base is grad_k.base is grad_v.base):
+        return None
+    if not (grad_q.dtype == grad_k.dtype == grad_v.dtype and grad_q.strides == grad_k.strides == grad_v.strides):
+        return None
+    n_head, head_size = grad_q.shape[1], grad_q.shape[3]
+    step = n_head * head_size * grad_q.itemsize  # bytes from q's features to k's, k's to v's
+    start = grad_q.__array_interface__["data"][0]
+    if [g.__array_interface__["data"][0] for g in grads] != [start, start + step, start + 2 * step]:
+        return None
+    batch_stride, head_stride, time_stride, feature_stride = grad_q.strides
+    packed = numpy.lib.stride_tricks.as_strided(
+        grad_q, shape=(B, T, 3, n_head, head_size),
+        strides=(batch_stride, time_stride, step, head_stride, feature_stride))
+    return packed.reshape(shape) if packed.flags.c_contiguous else None
 
 
 def _causal_mask(xp, queries, keys, dtype):

@@ -5,7 +5,7 @@ Their backward routes each gradient element back to where its value came from.
 from __future__ import annotations
 
 from ..autograd import Function, unbroadcast
-from ..backend import is_cuda, scatter_add, to_device, xp_of
+from ..backend import scatter_add, to_device, xp_of
 
 
 class Reshape(Function):
@@ -102,9 +102,6 @@ class Split(Function):
         return tuple(x[(slice(None),) * axis + (slice(a, b),)] for a, b in self.bounds)
 
     def backward(self, *grads):
-        assembled = _side_by_side(grads, self.shape, self.axis, self.bounds)
-        if assembled is not None:  # the op before wrote the pieces' gradients next to each other already
-            return assembled
         xp = xp_of(next(g for g in grads if g is not None))
         grad_x = xp.empty(self.shape, dtype=self.dtype)
         for (a, b), grad in zip(self.bounds, grads):
@@ -114,27 +111,6 @@ class Split(Function):
             else:
                 piece[...] = grad
         return grad_x
-
-
-def _side_by_side(pieces, shape, axis, bounds):
-    """The array of ``shape`` that ``pieces`` form, if they already lie side by side in memory; else None.
-
-    Attention allocates the gradients of q, k and v, split from one projection,
-    as neighbouring pieces of one buffer (``fused._empty_side_by_side``): then
-    that buffer, seen through the pieces' strides, is the split's gradient and
-    nothing is copied. Piece i must start ``bounds[i][0]`` steps along ``axis``
-    from the first one, with the same strides, so the pieces tile the view.
-    """
-    first = pieces[0]
-    if any(piece is None for piece in pieces) or is_cuda(first):  # (on the GPU a copy is cheap: no check)
-        return None
-    start = first.__array_interface__["data"][0]
-    for (a, b), piece in zip(bounds, pieces):
-        expected_shape = shape[:axis] + (b - a,) + shape[axis + 1:]
-        if (piece.shape != expected_shape or piece.strides != first.strides or piece.dtype != first.dtype
-                or piece.__array_interface__["data"][0] != start + a * first.strides[axis]):
-            return None
-    return xp_of(first).lib.stride_tricks.as_strided(first, shape=shape, strides=first.strides)
 
 
 class Cat(Function):
