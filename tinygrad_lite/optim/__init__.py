@@ -29,10 +29,10 @@ from typing import Iterable
 
 import numpy
 
-from . import backend, cuda_kernels
-from .autograd import enable_grad, is_reference_mode, no_grad
-from .cpu_kernels import threads
-from .tensor import Tensor
+from .. import backend, cuda_kernels
+from ..autograd import enable_grad, is_reference_mode, no_grad
+from ..cpu_kernels import threads
+from ..tensor import Tensor
 
 
 class Optimizer:
