@@ -230,13 +230,15 @@ class GPT(nn.Module):
 
         Biases and LayerNorm gains are left undecayed: shrinking them towards 0
         does not regularise anything useful (nanoGPT's rule, "every 2-D tensor").
+        Frozen parameters (``requires_grad=False``) are left out, as nanoGPT does.
         """
-        decay = [p for p in self.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.parameters() if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        return AdamW(groups, lr=lr, betas=betas, eps=eps)
+        trained = [p for p in self.parameters() if p.requires_grad]
+        if not trained:
+            raise ValueError("GPT.configure_optimizer: every parameter is frozen (requires_grad=False)")
+        decay = [p for p in trained if p.ndim >= 2]
+        no_decay = [p for p in trained if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return AdamW([group for group in groups if group["params"]], lr=lr, betas=betas, eps=eps)
 
     # ----------------------------------------------------------- generation
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

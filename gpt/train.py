@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 import tinygrad_lite as tl
 from tinygrad_lite import backend
-from tinygrad_lite.optim import clip_grad_norm_, get_lr
+from tinygrad_lite.optim import WarmupCosineSchedule, clip_grad_norm_
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_json, save_checkpoint
 from .data import file_identity, prepare_data
@@ -392,6 +392,7 @@ class Run:
     model_config: GPTConfig
     model: GPT
     optimizer: object
+    schedule: WarmupCosineSchedule   # the lr of each iteration: warmup, then cosine decay
     params: list                     # the model's parameters, in order (for gradient clipping)
     start_iter: int = 0
     best_val_loss: float = math.inf
@@ -431,9 +432,11 @@ def set_up_run(config: TrainConfig, opener=None) -> Run:
     model = load_model(checkpoint) if checkpoint is not None else GPT(wanted)
     model.to(device)
     optimizer = model.configure_optimizer(config.lr, config.weight_decay, (config.beta1, config.beta2))
+    schedule = WarmupCosineSchedule(optimizer, warmup_iters=config.warmup_iters, max_iters=config.lr_decay_iters,
+                                    max_lr=config.lr, min_lr=config.min_lr)
     run = Run(config=config, out_dir=Path(config.out_dir), device=device, data=data, tokenizer=tokenizer,
               data_file=file_identity(text_path), model_config=wanted, model=model, optimizer=optimizer,
-              params=list(model.parameters()))
+              schedule=schedule, params=list(model.parameters()))
     if checkpoint is not None:
         restore_training_state(run, checkpoint)
     say = tqdm.write
@@ -490,10 +493,7 @@ def take_a_step(run: Run, it: int) -> tuple[float, float]:
     A non-finite loss or gradient norm skips the update (--skip-nonfinite) or stops the run.
     Returns the step's loss and its time in seconds."""
     config, optimizer = run.config, run.optimizer
-    lr = get_lr(it, warmup_iters=config.warmup_iters, lr_decay_iters=config.lr_decay_iters,
-                max_lr=config.lr, min_lr=config.min_lr)  # warmup, then cosine decay
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    lr = run.schedule.set_iteration(it)[0]  # every group's lr for this iteration (warmup, then cosine decay)
     step_start = time.perf_counter()
     loss_sum = 0.0
     for _ in range(config.gradient_accumulation_steps):

@@ -29,7 +29,8 @@ import pytest
 
 import tinygrad_lite as tl
 from tinygrad_lite import cuda_kernels as ck
-from tinygrad_lite import fused, optim
+from tinygrad_lite import fused
+from tinygrad_lite.optim import flat_adam
 
 EMULATOR_HEADER = r"""
 #include <algorithm>
@@ -434,13 +435,13 @@ def test_adam_kernel_is_bit_identical_to_the_numpy_twin(elementwise_lib, use_l2)
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     tensors = [tl.Tensor(p.copy(), requires_grad=True) for p in params]
     states = [{} for _ in tensors]
-    flat = optim._FlatMoments(tensors, states, "cpu")
+    flat = flat_adam.FlatMoments(tensors, states, "cpu")
     flat.exp_avg[...] = rng.standard_normal(flat.exp_avg.size).astype(np.float32) * 0.1
     flat.exp_avg_sq[...] = rng.random(flat.exp_avg.size).astype(np.float32) * 0.01
     m, v = flat.exp_avg.copy(), flat.exp_avg_sq.copy()
     hyper = dict(use_l2=use_l2, weight_decay=0.1, decay=1.0 if use_l2 else 1.0 - 0.01 * 0.1, beta1=0.9, beta2=0.99,
                  bias_correction1=1.0 - 0.9 ** 3, bias_correction2=1.0 - 0.99 ** 3, lr=0.01, eps=1e-8)
-    optim._adam_update_flat(flat, [t.data for t in tensors], grads, **hyper)  # the twin, on the CPU
+    flat_adam.update_flat(flat, [t.data for t in tensors], grads, **hyper)  # the twin, on the CPU
 
     kernel_params = [p.copy() for p in params]
     pointers = np.array([p.ctypes.data for p in kernel_params], np.uint64)

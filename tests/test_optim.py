@@ -10,6 +10,7 @@ import torch
 
 import tinygrad_lite as tl
 from tinygrad_lite import optim
+from tinygrad_lite.optim import flat_adam, lr_scheduler
 
 # ------------------------------------------------------------------ problem
 # A two-layer tanh MLP fitting fixed random targets: small, but with
@@ -77,6 +78,14 @@ TRAJECTORIES = {
     "sgd": lambda o, p: o.SGD(p, lr=0.1),
     "sgd_momentum": lambda o, p: o.SGD(p, lr=0.05, momentum=0.9),
     "sgd_nesterov_weight_decay": lambda o, p: o.SGD(p, lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.01),
+    "sgd_dampening": lambda o, p: o.SGD(p, lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.02),
+    "sgd_default_lr": lambda o, p: o.SGD(p),
+    "rmsprop": lambda o, p: o.RMSprop(p),
+    "rmsprop_momentum_weight_decay": lambda o, p: o.RMSprop(p, lr=0.005, alpha=0.9, momentum=0.8, weight_decay=0.1),
+    "rmsprop_centered": lambda o, p: o.RMSprop(p, lr=0.003, eps=1e-6, centered=True),
+    "rmsprop_centered_momentum_groups": lambda o, p: o.RMSprop([{"params": p[:2], "lr": 0.002, "momentum": 0.5},
+                                                                {"params": p[2:], "centered": True}],
+                                                               lr=0.004, momentum=0.9, centered=False),
     "adam": lambda o, p: o.Adam(p, lr=0.01),
     "adam_weight_decay": lambda o, p: o.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
     "adamw_two_groups": lambda o, p: o.AdamW([{"params": [p[0], p[2]], "lr": 0.02, "weight_decay": 0.1},
@@ -183,7 +192,8 @@ def load_optimizer_state(directory):
     return {"state": state, "param_groups": json.loads((directory / "optimizer.json").read_text())}
 
 
-@pytest.mark.parametrize("name", ["sgd_momentum", "adam_weight_decay", "adamw_two_groups"])
+@pytest.mark.parametrize("name", ["sgd_momentum", "adam_weight_decay", "adamw_two_groups",
+                                  "rmsprop_centered_momentum_groups"])
 def test_state_dict_resume_equals_uninterrupted_run(name, tmp_path):
     uninterrupted, _, _ = run_tl(TRAJECTORIES[name], steps=20)
 
@@ -239,6 +249,9 @@ def test_load_state_dict_rejects_mismatched_shapes_and_groups():
     (lambda p: optim.SGD(p, lr=-0.1), "learning rate"),
     (lambda p: optim.SGD(p, lr=0.1, momentum=-1), "momentum"),
     (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "nesterov"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "dampening"),
+    (lambda p: optim.RMSprop(p, alpha=-0.5), "alpha"),
+    (lambda p: optim.RMSprop(p, momentum=-0.5), "momentum"),
     (lambda p: optim.SGD(p, lr=0.1, weight_decay=-1), "weight_decay"),
     (lambda p: optim.Adam(p, betas=(1.0, 0.999)), "beta1"),
     (lambda p: optim.Adam(p, betas=(0.9, -0.1)), "beta2"),
@@ -287,15 +300,34 @@ def test_warmup_cosine_schedule_sets_group_lrs():
     optimizer = optim.AdamW([{"params": params[:2]}, {"params": params[2:]}], lr=5.0)
     schedule = optim.WarmupCosineSchedule(optimizer, warmup_iters=4, max_iters=20, max_lr=6e-4, min_lr=6e-5)
     assert [g["lr"] for g in optimizer.param_groups] == [pytest.approx(6e-4 / 5)] * 2  # iteration 0 set at once
-    seen = [schedule.step() for _ in range(24)]
+    seen = []
+    for _ in range(24):
+        schedule.step()
+        seen.append(schedule.get_last_lr())
     expected = [nanogpt_get_lr(it, 4, 20, 6e-4, 6e-5) for it in range(1, 25)]
-    assert seen == expected
-    assert schedule.lr_at(12) == nanogpt_get_lr(12, 4, 20, 6e-4, 6e-5)
+    assert seen == [[lr, lr] for lr in expected]  # bit for bit: the group at the largest lr follows get_lr exactly
+    assert schedule.lr_at(12) == [nanogpt_get_lr(12, 4, 20, 6e-4, 6e-5)] * 2
     assert all(g["lr"] == 6e-5 for g in optimizer.param_groups)
-    schedule.load_state_dict({"iteration": 4})
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(6e-4)
-    with pytest.raises(ValueError, match="max_iters"):
-        optim.WarmupCosineSchedule(optimizer, warmup_iters=10, max_iters=10, max_lr=1.0, min_lr=0.1)
+    assert schedule.set_iteration(4) == [6e-4, 6e-4] and optimizer.param_groups[0]["lr"] == 6e-4
+    short = optim.WarmupCosineSchedule(optimizer, warmup_iters=10, max_iters=10, max_lr=1.0, min_lr=0.1)
+    assert short.set_iteration(20) == [1.0, 1.0]  # too short to decay: warmup, then max_lr (as get_lr)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        optim.WarmupCosineSchedule(optimizer, warmup_iters=-1, max_iters=10, max_lr=1.0, min_lr=0.1)
+
+
+def test_warmup_cosine_schedule_scales_each_groups_own_lr():
+    params = tl_params()
+    optimizer = optim.AdamW([{"params": params[:2], "lr": 1e-3}, {"params": params[2:], "lr": 2.5e-4}])
+    schedule = optim.WarmupCosineSchedule(optimizer, warmup_iters=3, max_iters=12, min_lr=1e-4)  # max_lr: 1e-3
+    for it in range(16):
+        big, small = schedule.get_last_lr()
+        assert big == nanogpt_get_lr(it, 3, 12, 1e-3, 1e-4)
+        assert small == pytest.approx(nanogpt_get_lr(it, 3, 12, 2.5e-4, 2.5e-5), rel=1e-12)  # a quarter, always
+        assert [g["lr"] for g in optimizer.param_groups] == [big, small]
+        schedule.step()
+    resumed = optim.WarmupCosineSchedule(optimizer, warmup_iters=3, max_iters=12, min_lr=1e-4)
+    resumed.load_state_dict(schedule.state_dict())
+    assert resumed.base_lrs == [1e-3, 2.5e-4] and resumed.get_last_lr() == schedule.get_last_lr()
 
 
 @pytest.mark.gpu
@@ -402,7 +434,7 @@ def test_fused_adam_state_is_views_into_one_flat_buffer_per_group():
 
 
 def test_fused_adam_survives_unused_parameters_reloads_and_tiny_chunks(monkeypatch, tmp_path):
-    monkeypatch.setattr(optim, "_CPU_CHUNK_ELEMENTS", 7)  # tensors spanning several chunks, chunks several tensors
+    monkeypatch.setattr(flat_adam, "CPU_CHUNK_ELEMENTS", 7)  # tensors spanning several chunks, chunks several tensors
     skip = {3: 1, 4: 1, 7: 2}  # param 1 unused at steps 3 and 4, param 2 at step 7: step counts then differ
     for make in FUSED_CASES.values():
         (fused, fused_opt), (loop, _) = run_pair(make, np.float32, steps=10, skip=skip)
@@ -434,7 +466,7 @@ def test_fused_adam_falls_back_to_the_loop_for_mixed_dtypes():
 def test_chunk_plan_covers_every_element_once_in_order():
     sizes = [5, 0, 12, 1, 3]
     for chunk in (1, 4, 7, 100):
-        plan = optim._chunk_plan(sizes, chunk)
+        plan = flat_adam.chunk_plan(sizes, chunk)
         assert all(0 < end - start <= chunk for start, end, _ in plan)
         assert [start for start, _, _ in plan] == [0] + [end for _, end, _ in plan[:-1]]
         covered = [(i, e) for _, _, pieces in plan for i, lo, hi in pieces for e in range(lo, hi)]
@@ -485,3 +517,189 @@ def test_gpt_configure_optimizer_with_a_frozen_embedding():
     optimizer.step()
     assert np.array_equal(model.wpe.weight.numpy(), before)
     assert model.wpe.weight.grad is None
+
+
+@pytest.mark.parametrize("name", ["AdamW", "RMSprop"])
+def test_gpt_configure_optimizer_skips_a_frozen_block(name):
+    from gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=2, n_head=1, n_embd=8))
+    frozen = list(model.h[0].parameters())
+    for param in frozen:
+        param.requires_grad = False
+    before = [p.numpy().copy() for p in frozen]
+    optimizer = model.configure_optimizer(lr=1e-2, weight_decay=0.1)
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in in_optimizer for p in frozen)
+    assert len(in_optimizer) == len([p for p in model.parameters() if p.requires_grad])
+    trained_before = model.h[1].mlp.c_fc.weight.numpy().copy()
+    for _ in range(2):
+        _, loss = model(np.zeros((1, 4), dtype=np.int64), targets=np.ones((1, 4), dtype=np.int64))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert all(np.array_equal(p.numpy(), b) for p, b in zip(frozen, before))
+    assert not np.array_equal(model.h[1].mlp.c_fc.weight.numpy(), trained_before)
+    for param in model.parameters():
+        param.requires_grad = False
+    with pytest.raises(ValueError, match="every parameter is frozen"):
+        model.configure_optimizer(lr=1e-2, weight_decay=0.1)
+
+
+def test_add_param_group_mid_run_matches_torch():
+    def make(module, params):
+        return module.AdamW([{"params": params[:2]}], lr=0.01, weight_decay=0.05)
+
+    ours, theirs = tl_params(), torch_params()
+    optimizers = (make(optim, ours), make(torch.optim, theirs))
+    for step in range(8):
+        if step == 3:
+            optimizers[0].add_param_group({"params": ours[2:], "lr": 0.03, "betas": (0.5, 0.9)})
+            optimizers[1].add_param_group({"params": theirs[2:], "lr": 0.03, "betas": (0.5, 0.9)})
+        for params, optimizer, loss in ((ours, optimizers[0], tl_loss), (theirs, optimizers[1], torch_loss)):
+            optimizer.zero_grad(set_to_none=True)
+            loss(params).backward()
+            optimizer.step()
+    assert optimizers[0].param_groups[1]["weight_decay"] == 0.05  # options left out take the defaults
+    assert_same_params(ours, theirs)
+    with pytest.raises(ValueError, match="more than one"):
+        optimizers[0].add_param_group({"params": ours[:1]})
+
+
+# ------------------------------------------------- flat AdamW vs its twin
+# The flat path (flat_adam.py) and the per-parameter reference loop that tl.reference_mode()
+# runs must agree; the bit-for-bit tests above compare fused=True with fused=False.
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: optim.AdamW([{"params": p[:3], "weight_decay": 0.1}, {"params": p[3:], "weight_decay": 0.0}], lr=0.01),
+    lambda p: optim.Adam(p, lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
+])
+def test_flat_adamw_agrees_with_the_reference_mode_loop(make):
+    rng = np.random.default_rng(5)
+    shapes = [(40, 30), (30,), (7, 1, 5), (3,), (900,)]
+    start = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    grads = [[rng.standard_normal(shape).astype(np.float32) for shape in shapes] for _ in range(6)]
+    results = []
+    for reference in (False, True):
+        params = [tl.Tensor(a.copy(), requires_grad=True) for a in start]
+        params[2].requires_grad_(False)  # frozen: in a group, never a gradient
+        optimizer = make(params)
+        with tl.reference_mode() if reference else tl.no_grad():
+            for step_grads in grads:
+                for param, grad in zip(params, step_grads):
+                    param.grad = tl.Tensor(grad) if param.requires_grad else None
+                optimizer.step()
+        assert bool(optimizer._flat) is not reference  # each mode took its own path
+        results.append(params)
+    for fast, plain in zip(*results):
+        np.testing.assert_allclose(fast.numpy(), plain.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(results[0][2].numpy(), start[2])  # the frozen one did not move
+    assert not np.allclose(results[0][0].numpy(), start[0])
+
+
+# ------------------------------------------------------------- schedulers
+# Each against torch.optim.lr_scheduler on the same optimizer config: 30 steps, every group's lr
+# (and the momentum OneCycleLR cycles) step by step.
+
+SCHEDULERS = {
+    "LambdaLR": lambda s, o: s.LambdaLR(o, lambda epoch: 0.95 ** epoch),
+    "LambdaLR_per_group": lambda s, o: s.LambdaLR(o, [lambda epoch: 1 / (epoch + 1), lambda epoch: 0.9 ** epoch]),
+    "StepLR": lambda s, o: s.StepLR(o, step_size=7, gamma=0.5),
+    "MultiStepLR": lambda s, o: s.MultiStepLR(o, milestones=[3, 10, 10, 20], gamma=0.3),
+    "ConstantLR": lambda s, o: s.ConstantLR(o, factor=0.25, total_iters=6),
+    "ExponentialLR": lambda s, o: s.ExponentialLR(o, gamma=0.9),
+    "CosineAnnealingLR": lambda s, o: s.CosineAnnealingLR(o, T_max=12, eta_min=0.001),  # past T_max: back up
+    "LinearLR": lambda s, o: s.LinearLR(o, start_factor=0.1, end_factor=0.9, total_iters=8),
+    "SequentialLR": lambda s, o: s.SequentialLR(o, [s.LinearLR(o, start_factor=0.1, total_iters=5),
+                                                    s.CosineAnnealingLR(o, T_max=25, eta_min=1e-4)], milestones=[5]),
+    "SequentialLR_three": lambda s, o: s.SequentialLR(o, [s.ConstantLR(o, factor=0.1, total_iters=3),
+                                                          s.ExponentialLR(o, gamma=0.9), s.StepLR(o, 4, 0.5)],
+                                                      milestones=[4, 12]),
+    "OneCycleLR": lambda s, o: s.OneCycleLR(o, max_lr=[0.5, 0.2], total_steps=30),
+    "OneCycleLR_three_phase_linear": lambda s, o: s.OneCycleLR(o, max_lr=0.5, epochs=3, steps_per_epoch=10,
+                                                               three_phase=True, anneal_strategy="linear"),
+}
+
+SCHEDULED_OPTIMIZERS = {
+    "SGD": lambda o, p: o.SGD([{"params": p[:2], "lr": 0.1}, {"params": p[2:], "lr": 0.03}], momentum=0.9),
+    "AdamW": lambda o, p: o.AdamW([{"params": p[:2], "lr": 0.01}, {"params": p[2:], "lr": 0.003}]),
+}
+
+
+def momentum_of(group):
+    return group["betas"][0] if "betas" in group else group["momentum"]
+
+
+@pytest.mark.parametrize("optimizer_name", list(SCHEDULED_OPTIMIZERS))
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_scheduler_matches_torch_step_by_step(name, optimizer_name):
+    import warnings
+
+    ours, theirs = tl_params(), torch_params()
+    our_optimizer = SCHEDULED_OPTIMIZERS[optimizer_name](optim, ours)
+    their_optimizer = SCHEDULED_OPTIMIZERS[optimizer_name](torch.optim, theirs)
+    our_scheduler = SCHEDULERS[name](lr_scheduler, our_optimizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notes about step order and deprecations
+        their_scheduler = SCHEDULERS[name](torch.optim.lr_scheduler, their_optimizer)
+        for _ in range(30):
+            np.testing.assert_allclose(our_scheduler.get_last_lr(), their_scheduler.get_last_lr(), rtol=1e-14)
+            assert [g["lr"] for g in our_optimizer.param_groups] == our_scheduler.get_last_lr()
+            np.testing.assert_allclose([momentum_of(g) for g in our_optimizer.param_groups],
+                                       [momentum_of(g) for g in their_optimizer.param_groups], rtol=1e-14)
+            for params, optimizer, loss in ((ours, our_optimizer, tl_loss), (theirs, their_optimizer, torch_loss)):
+                optimizer.zero_grad()
+                loss(params).backward()
+                optimizer.step()
+            our_scheduler.step()
+            their_scheduler.step()
+    assert_same_params(ours, theirs, atol=1e-9)
+    assert our_scheduler.last_epoch == their_scheduler.last_epoch == 30
+
+
+@pytest.mark.parametrize("name", ["StepLR", "SequentialLR", "OneCycleLR", "LambdaLR"])
+def test_scheduler_state_dict_resumes_exactly(name):
+    def run(steps, optimizer, scheduler):
+        lrs = []
+        for _ in range(steps):
+            lrs.append(scheduler.get_last_lr())
+            optimizer.step()
+            scheduler.step()
+        return lrs
+
+    params = tl_params()
+    optimizer = SCHEDULED_OPTIMIZERS["AdamW"](optim, params)
+    scheduler = SCHEDULERS[name](lr_scheduler, optimizer)
+    uninterrupted = run(20, optimizer, scheduler)
+
+    optimizer = SCHEDULED_OPTIMIZERS["AdamW"](optim, tl_params())
+    scheduler = SCHEDULERS[name](lr_scheduler, optimizer)
+    first = run(8, optimizer, scheduler)
+    saved_optimizer, saved_scheduler = optimizer.state_dict(), scheduler.state_dict()
+    assert saved_scheduler["last_epoch"] == 8 and "optimizer" not in saved_scheduler
+    fresh_optimizer = SCHEDULED_OPTIMIZERS["AdamW"](optim, tl_params())
+    fresh = SCHEDULERS[name](lr_scheduler, fresh_optimizer)
+    fresh_optimizer.load_state_dict(saved_optimizer)
+    fresh.load_state_dict(saved_scheduler)
+    assert first + run(12, fresh_optimizer, fresh) == uninterrupted
+
+
+def test_schedulers_refuse_to_stack_and_check_their_settings():
+    optimizer = SCHEDULED_OPTIMIZERS["SGD"](optim, tl_params())
+    first = lr_scheduler.StepLR(optimizer, step_size=2)
+    lr_scheduler.ExponentialLR(optimizer, gamma=0.5).step()  # torch would multiply the two; here: an error
+    with pytest.raises(ValueError, match="something else changed it"):
+        first.step()
+    with pytest.raises(ValueError, match="2 lr_lambdas for 1 parameter groups"):
+        lr_scheduler.LambdaLR(optim.SGD(tl_params()), [abs, abs])
+    with pytest.raises(ValueError, match="2 schedulers need 1 milestones"):
+        lr_scheduler.SequentialLR(optimizer, [first, lr_scheduler.StepLR(optimizer, 3)], milestones=[])
+    with pytest.raises(ValueError, match="total_steps is 3"):
+        scheduler = lr_scheduler.OneCycleLR(optim.SGD(tl_params(), momentum=0.9), max_lr=0.1, total_steps=3)
+        for _ in range(4):
+            scheduler.step()
+    with pytest.raises(ValueError, match="momentum or betas"):
+        lr_scheduler.OneCycleLR(optim.Optimizer(tl_params(), {"lr": 0.1}), max_lr=0.1, total_steps=3)
+    with pytest.raises(KeyError, match="initial_lr"):
+        lr_scheduler.StepLR(optim.SGD(tl_params()), step_size=2, last_epoch=4)

@@ -5,7 +5,7 @@ reads its inputs from GPU memory and writes its output back. A softmax built
 from primitives is five launches and five round trips through memory; the
 kernels here do each hot spot in one or two. Each is a small Python function
 with the math in its docstring, and each has a **NumPy twin**: the code path
-in ``fused.py`` or ``optim.py`` that computes the same thing with array ops
+in ``fused.py`` or ``optim/`` that computes the same thing with array ops
 (and that the CPU runs). CPU CI tests the twins, and runs the CUDA sources
 themselves through a small CPU emulation of CUDA threads
 (``tests/test_gpu_emulated.py``); ``tests/test_gpu.py`` checks on a real GPU
@@ -19,7 +19,7 @@ that every kernel equals its twin.
     attention_softmax_forward / _backward    fused.ScaledDotProductAttention (the softmax between the matmuls)
     flash_attention_forward / _backward      fused.ScaledDotProductAttention, and the tiled
                                              fused.flash_attention_tiled(_backward) (same tiles, same order)
-    adam_update                              optim._adam_update_flat (the fused AdamW/Adam step)
+    adam_update                              optim.flat_adam.update_flat (the fused AdamW/Adam step)
     sum_of_squares / scale_                  optim.clip_grad_norm_ (its CPU loop)
 
 Three kinds of CuPy kernel are used:

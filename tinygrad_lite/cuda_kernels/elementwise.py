@@ -138,7 +138,7 @@ def adam_update(params, grads, exp_avg, exp_avg_sq, offsets, *, use_l2: bool, we
         m = beta1 m + (1 - beta1) g,   v = beta2 v + (1 - beta2) g^2
         p = p - (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)
 
-    Twin: ``optim._adam_update_flat`` (rounding for rounding: the same float32
+    Twin: ``optim.flat_adam.update_flat`` (rounding for rounding: the same float32
     operations in the same order).
     """
     cp = _cupy()

@@ -1,4 +1,4 @@
-"""Optimizers (SGD, Adam, AdamW), gradient clipping and the warmup + cosine schedule.
+"""Optimizers (SGD, RMSprop, Adam, AdamW) and gradient clipping; schedules are in ``optim.lr_scheduler``.
 
 An optimizer holds ``param_groups``: a list of dicts, each with its
 ``"params"`` (a list of Tensors) and its hyperparameters (``lr``,
@@ -7,20 +7,21 @@ and changes ``param.data`` in place, using the per-parameter ``state``
 (momentum buffers, Adam's moment estimates). The update formulas are
 PyTorch's, written out one line per equation, so trajectories match torch.
 
-Adam and AdamW also have a *fused* step (the default, ``fused=True``): all
-parameters of a group are updated together, with a few large array
-operations over one flat buffer of moments instead of a dozen small ones per
-parameter (see ``_FlatMoments``), and on the GPU with one CUDA kernel
-(``cuda_kernels.adam_update``). The per-parameter ``update_parameter`` is the
-reference it is tested against: both give bit-identical trajectories.
+Adam and AdamW also have a *fused* step (the default, ``fused=True``): the
+same equations for all parameters of a group at once, over one flat buffer
+of moments, in ``flat_adam.py`` (CPU chunks on the cores, one CUDA kernel on
+the GPU). The per-parameter ``update_parameter`` here is its reference twin:
+``tl.reference_mode()`` and ``fused=False`` run it, and both give the same numbers.
 
     optimizer = optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=5000)
     for x, y in batches:
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optim.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        scheduler.step()
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ import numpy
 
 from .. import backend, cuda_kernels
 from ..autograd import enable_grad, is_reference_mode, no_grad
-from ..cpu_kernels import threads
 from ..tensor import Tensor
+from . import flat_adam
 
 
 class Optimizer:
@@ -220,27 +221,29 @@ def _numpy_copy(value) -> numpy.ndarray:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, with optional momentum and L2 weight decay.
+    """Stochastic gradient descent, with optional momentum, dampening and L2 weight decay.
 
-    For each parameter p with gradient g (PyTorch's formulas, dampening = 0):
+    For each parameter p with gradient g (PyTorch's formulas):
 
-        g = g + weight_decay * p                 (if weight_decay != 0)
-        b = g                  at the first step (if momentum != 0)
-        b = momentum * b + g   afterwards
+        g = g + weight_decay * p                              (if weight_decay != 0)
+        b = g                                   at the first step (if momentum != 0)
+        b = momentum * b + (1 - dampening) * g  afterwards
         g = g + momentum * b   (nesterov)   or   g = b   (plain momentum)
         p = p - lr * g
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov))
 
     def check_hyperparameters(self, group: dict) -> None:
         super().check_hyperparameters(group)
         if group["momentum"] < 0.0:
             raise ValueError(f"SGD: invalid momentum {group['momentum']} (must be >= 0)")
-        if group["nesterov"] and group["momentum"] <= 0.0:
-            raise ValueError("SGD: nesterov=True needs a momentum > 0")
+        if group["nesterov"] and (group["momentum"] <= 0.0 or group["dampening"] != 0.0):
+            raise ValueError(f"SGD: nesterov=True needs a momentum > 0 and dampening 0, got momentum "
+                             f"{group['momentum']} and dampening {group['dampening']}")
 
     def update_parameter(self, param: Tensor, grad, group: dict, state: dict) -> None:
         lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
@@ -250,10 +253,61 @@ class SGD(Optimizer):
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = grad.copy()
             else:
-                state["momentum_buffer"] = momentum * state["momentum_buffer"] + grad
+                state["momentum_buffer"] = momentum * state["momentum_buffer"] + (1.0 - group["dampening"]) * grad
             buffer = state["momentum_buffer"]
             grad = grad + momentum * buffer if group["nesterov"] else buffer
         param.sub_(lr * grad)
+
+
+# --------------------------------------------------------------- RMSprop
+
+
+class RMSprop(Optimizer):
+    """Divide each gradient by a running root mean square of its recent values (Hinton; PyTorch's ``RMSprop``).
+
+        g = g + weight_decay * p                       (if weight_decay != 0)
+        s = alpha * s + (1 - alpha) * g^2              (running mean of g^2, from s = 0)
+        centered:  a = a + (1 - alpha) * (g - a)       (running mean of g, from a = 0)
+                   d = sqrt(s - a^2) + eps             (so d estimates the standard deviation)
+        otherwise: d = sqrt(s) + eps
+        momentum:  b = momentum * b + g / d,  p = p - lr * b       (from b = 0)
+        otherwise: p = p - lr * g / d
+    """
+
+    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                      centered=centered))
+
+    def check_hyperparameters(self, group: dict) -> None:
+        super().check_hyperparameters(group)
+        for name in ("alpha", "eps", "momentum"):
+            if group[name] < 0.0:
+                raise ValueError(f"RMSprop: invalid {name} {group[name]} (must be >= 0)")
+
+    def update_parameter(self, param: Tensor, grad, group: dict, state: dict) -> None:
+        alpha, xp = group["alpha"], param.xp
+        if "step" not in state:
+            state["step"] = 0
+            state["square_avg"] = xp.zeros_like(param.data)
+            if group["momentum"] > 0.0:
+                state["momentum_buffer"] = xp.zeros_like(param.data)
+            if group["centered"]:
+                state["grad_avg"] = xp.zeros_like(param.data)
+        state["step"] += 1
+        if group["weight_decay"] != 0.0:
+            grad = grad + group["weight_decay"] * param.data
+        state["square_avg"] = alpha * state["square_avg"] + (1.0 - alpha) * grad * grad
+        if group["centered"]:
+            state["grad_avg"] = state["grad_avg"] + (1.0 - alpha) * (grad - state["grad_avg"])
+            denominator = xp.sqrt(state["square_avg"] - state["grad_avg"] * state["grad_avg"]) + group["eps"]
+        else:
+            denominator = xp.sqrt(state["square_avg"]) + group["eps"]
+        if group["momentum"] > 0.0:
+            state["momentum_buffer"] = group["momentum"] * state["momentum_buffer"] + grad / denominator
+            param.sub_(group["lr"] * state["momentum_buffer"])
+        else:
+            param.sub_(group["lr"] * (grad / denominator))
 
 
 # ------------------------------------------------------------------ Adam
@@ -299,8 +353,9 @@ class _AdamBase(Optimizer):
     """What Adam and AdamW share: hyperparameters, checks, and the fused step.
 
     ``fused=True`` (the default) updates all parameters of a group at once
-    (``_fused_adam_step``); ``fused=False`` runs the per-parameter reference
-    loop (``update_parameter``). Both give the same numbers, rounding for rounding.
+    (``flat_adam.fused_step``); ``fused=False`` and ``tl.reference_mode()`` run the
+    per-parameter reference loop (``update_parameter``). Both give the same numbers,
+    rounding for rounding.
     """
 
     decoupled_weight_decay = False  # AdamW: True
@@ -309,15 +364,16 @@ class _AdamBase(Optimizer):
                  fused: bool = True):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         self.fused = bool(fused)
-        self._flat: dict[int, _FlatMoments] = {}  # group index -> its flat moment buffers
+        self._flat: dict[int, flat_adam.FlatMoments] = {}  # group index -> its flat moment buffers (fast path)
 
     def check_hyperparameters(self, group: dict) -> None:
         super().check_hyperparameters(group)
         _check_adam_hyperparameters(type(self).__name__, group)
 
     def step_group(self, index: int, group: dict) -> None:
-        if not (self.fused and not is_reference_mode() and _fused_adam_step(self, index, group)):
-            super().step_group(index, group)
+        if self.fused and not is_reference_mode() and flat_adam.fused_step(self, index, group):
+            return  # the fast path did the whole group (flat_adam.py); else the loop below
+        super().step_group(index, group)
 
 
 class Adam(_AdamBase):
@@ -358,184 +414,6 @@ class AdamW(_AdamBase):
         if group["weight_decay"] != 0.0:
             param.mul_(1.0 - group["lr"] * group["weight_decay"])
         _adam_update(param, grad, group, state)
-
-
-# ------------------------------------------------------------- fused Adam
-
-
-class _FlatMoments:
-    """One group's Adam moments in two flat buffers; each parameter's state holds *views* into them.
-
-    Parameter i owns elements ``offsets[i]:offsets[i+1]``, and
-    ``state[p]["exp_avg"]`` is that slice reshaped to p's shape -- so
-    ``state_dict``/``load_state_dict`` still see one array per parameter,
-    while a step can update every parameter with whole-buffer operations.
-
-    Made on the first fused step, and made again (copying the moments in)
-    whenever the per-parameter state stopped being these views: after
-    ``load_state_dict``, a step of the reference loop, a different set of
-    parameters with gradients, or a move to another device.
-    """
-
-    def __init__(self, params: list, states: list, device: str):
-        xp = backend.get_xp(device)
-        self.params, self.device = list(params), device
-        sizes = [p.size for p in params]
-        self.offsets = numpy.concatenate([[0], numpy.cumsum(sizes)]).astype(numpy.int64)
-        total, dtype = int(self.offsets[-1]), params[0].dtype
-        self.exp_avg = xp.zeros(total, dtype=dtype)
-        self.exp_avg_sq = xp.zeros(total, dtype=dtype)
-        self.views = []
-        for param, state, start, end in zip(params, states, self.offsets[:-1], self.offsets[1:]):
-            m = self.exp_avg[start:end].reshape(param.shape)
-            v = self.exp_avg_sq[start:end].reshape(param.shape)
-            if "exp_avg" in state:  # carry on from the existing moments
-                m[...] = backend.to_device(state["exp_avg"], device)
-                v[...] = backend.to_device(state["exp_avg_sq"], device)
-            state["exp_avg"], state["exp_avg_sq"] = m, v
-            self.views.append((m, v))
-        # The CPU twin works through the buffer in cache-sized chunks (see _adam_update_flat);
-        # on the GPU the whole buffer is one chunk.
-        self.chunks = _chunk_plan(sizes, _CPU_CHUNK_ELEMENTS if device == "cpu" else max(total, 1))
-        self.device_offsets = None  # int64 offsets on the GPU, for cuda_kernels.adam_update
-
-    def holds(self, params: list, states: list, device: str) -> bool:
-        """True if these parameters' states still are this buffer's views."""
-        return (device == self.device and len(params) == len(self.params)
-                and all(a is b for a, b in zip(params, self.params))
-                and all(state.get("exp_avg") is m and state.get("exp_avg_sq") is v
-                        for state, (m, v) in zip(states, self.views)))
-
-
-# Elements per chunk of the CPU update: the ~6 arrays a chunk touches (moments,
-# gradient, scratch) then stay in the CPU's cache across the dozen operations.
-_CPU_CHUNK_ELEMENTS = 1 << 15
-
-
-def _chunk_plan(sizes: list[int], chunk: int) -> list[tuple[int, int, list]]:
-    """Cut the flat range of the tensors into chunks of at most ``chunk`` elements.
-
-    Each chunk is ``(start, end, pieces)`` with pieces ``(tensor index, lo, hi)``:
-    elements lo:hi of that (flattened) tensor, in order. Big tensors span
-    several chunks; small ones share one.
-    """
-    plan, pieces, chunk_start, position = [], [], 0, 0
-    for index, size in enumerate(sizes):
-        lo = 0
-        while lo < size:
-            take = min(size - lo, chunk - (position - chunk_start))
-            pieces.append((index, lo, lo + take))
-            lo += take
-            position += take
-            if position - chunk_start == chunk:
-                plan.append((chunk_start, position, pieces))
-                pieces, chunk_start = [], position
-    if pieces:
-        plan.append((chunk_start, position, pieces))
-    return plan
-
-
-def _fused_adam_step(optimizer: _AdamBase, index: int, group: dict) -> bool:
-    """Update every parameter of the group that has a gradient at once; False if the group does not fit.
-
-    It fits when those parameters share a device and a float dtype (their
-    gradients too), are contiguous, and are at the same step count (they are,
-    unless some went unused for a while); otherwise the reference loop runs.
-    """
-    params = [p for p in group["params"] if p.grad is not None]
-    if not params:
-        return True
-    device, dtype = params[0].device, params[0].dtype
-    if dtype.kind != "f" or any(p.device != device or p.dtype != dtype or p.grad.device != device
-                                or p.grad.dtype != dtype or not p.data.flags.c_contiguous for p in params):
-        return False
-    states = [optimizer.state.setdefault(p, {}) for p in params]
-    steps = {state.get("step", 0) for state in states}
-    if len(steps) != 1:
-        return False
-    flat = optimizer._flat.get(index)
-    if flat is None or not flat.holds(params, states, device):
-        flat = optimizer._flat[index] = _FlatMoments(params, states, device)
-    step = steps.pop() + 1
-    for state in states:
-        state["step"] = step
-
-    beta1, beta2 = group["betas"]
-    weight_decay = group["weight_decay"]
-    decoupled = optimizer.decoupled_weight_decay and weight_decay != 0.0
-    hyper = dict(use_l2=not optimizer.decoupled_weight_decay and weight_decay != 0.0, weight_decay=weight_decay,
-                 decay=1.0 - group["lr"] * weight_decay if decoupled else 1.0, beta1=beta1, beta2=beta2,
-                 bias_correction1=1.0 - beta1 ** step, bias_correction2=1.0 - beta2 ** step, lr=group["lr"],
-                 eps=group["eps"])
-    data = [p.data for p in params]
-    grads = [p.grad.data for p in params]
-    if backend.is_cuda(flat.exp_avg) and cuda_kernels.supports(flat.exp_avg) \
-            and all(g.flags.c_contiguous for g in grads):
-        if flat.device_offsets is None:
-            flat.device_offsets = backend.to_device(flat.offsets, "cuda")
-        cuda_kernels.adam_update(data, grads, flat.exp_avg, flat.exp_avg_sq, flat.device_offsets, **hyper)
-    else:
-        _adam_update_flat(flat, data, grads, **hyper)
-    for param in params:
-        param._version += 1  # changed in place (as ``sub_`` would record)
-    return True
-
-
-def _adam_update_flat(flat: _FlatMoments, params: list, grads: list, *, use_l2: bool, weight_decay: float,
-                      decay: float, beta1: float, beta2: float, bias_correction1: float, bias_correction2: float,
-                      lr: float, eps: float) -> None:
-    """The Adam step (see ``_adam_update``) for all tensors at once, chunk by chunk of the flat buffers.
-
-    Per chunk: gather the gradients (one ``concatenate``), then every equation
-    is one in-place array operation over the chunk, and each parameter gets
-    one subtraction of its slice of the update. The operations, their order
-    and their float32 rounding are exactly those of ``_adam_update`` (and of
-    ``Adam``'s L2 term and ``AdamW``'s decay), so the results are identical;
-    the CUDA kernel ``cuda_kernels.adam_update`` does the same per element.
-    """
-    xp = backend.get_xp(flat.device)
-    largest = max((end - start for start, end, _ in flat.chunks), default=0)
-    step_size = lr / bias_correction1
-    sqrt_bias_correction2 = math.sqrt(bias_correction2)
-    flat_params = [p.reshape(-1) for p in params]  # views: the parameters are contiguous
-    flat_grads = [g.reshape(-1) for g in grads]
-
-    def update_chunks(first: int, last: int) -> None:
-        """Chunks first..last-1; each call has its own scratch, so calls can run in parallel threads."""
-        g_buffer, scratch_buffer, update_buffer = (xp.empty(largest, dtype=flat.exp_avg.dtype) for _ in range(3))
-        for start, end, pieces in flat.chunks[first:last]:
-            size = end - start
-            m, v = flat.exp_avg[start:end], flat.exp_avg_sq[start:end]
-            g, scratch, update = g_buffer[:size], scratch_buffer[:size], update_buffer[:size]
-            xp.concatenate([flat_grads[i][lo:hi] for i, lo, hi in pieces], out=g)
-            if use_l2:  # Adam: g = g + wd * p
-                xp.concatenate([flat_params[i][lo:hi] for i, lo, hi in pieces], out=scratch)
-                scratch *= weight_decay
-                g += scratch
-            m *= beta1  # m = beta1 m + (1 - beta1) g
-            xp.multiply(g, 1.0 - beta1, out=scratch)
-            m += scratch
-            v *= beta2  # v = beta2 v + (1 - beta2) g^2
-            xp.multiply(g, 1.0 - beta2, out=scratch)
-            scratch *= g
-            v += scratch
-            xp.sqrt(v, out=scratch)  # denominator = sqrt(v) / sqrt(bc2) + eps
-            scratch /= sqrt_bias_correction2
-            scratch += eps
-            xp.multiply(m, step_size, out=update)  # update = (lr / bc1) m / denominator
-            update /= scratch
-            offset = 0
-            for i, lo, hi in pieces:
-                piece = flat_params[i][lo:hi]
-                if decay != 1.0:  # AdamW: p = p (1 - lr wd)
-                    piece *= decay
-                piece -= update[offset:offset + hi - lo]
-                offset += hi - lo
-
-    if flat.device == "cpu":  # chunks touch disjoint memory: spread them over the CPU cores
-        threads.parallel_rows(update_chunks, len(flat.chunks), largest)
-    else:
-        update_chunks(0, len(flat.chunks))
 
 
 # ------------------------------------------------------- gradient clipping
@@ -584,84 +462,9 @@ def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> float
     return total_norm
 
 
-# ---------------------------------------------------------------- schedule
+# The schedules live in their own module, as torch.optim.lr_scheduler; the two gpt/train.py uses are also here.
+from . import lr_scheduler  # noqa: E402
+from .lr_scheduler import WarmupCosineSchedule, get_lr  # noqa: E402
 
-
-def get_lr(it: int, *, warmup_iters: int, lr_decay_iters: int, max_lr: float, min_lr: float) -> float:
-    """The learning rate at iteration ``it`` (nanoGPT's schedule).
-
-        it < warmup_iters:         max_lr * (it + 1) / (warmup_iters + 1)      (linear warmup)
-        it > lr_decay_iters:       min_lr                                      (the floor)
-        otherwise, with r = (it - warmup_iters) / (lr_decay_iters - warmup_iters) in [0, 1]:
-                                   min_lr + 0.5 * (1 + cos(pi * r)) * (max_lr - min_lr)   (cosine decay)
-
-    A schedule too short to decay (lr_decay_iters <= warmup_iters, say a quick test run) warms
-    up and then stays at max_lr.
-    """
-    if it < warmup_iters:
-        return max_lr * (it + 1) / (warmup_iters + 1)
-    if lr_decay_iters <= warmup_iters:
-        return max_lr
-    if it > lr_decay_iters:
-        return min_lr
-    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
-    coefficient = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # goes from 1 down to 0
-    return min_lr + coefficient * (max_lr - min_lr)
-
-
-class WarmupCosineSchedule:
-    """Sets every group's ``lr`` from ``get_lr`` (warmup, then cosine decay to min_lr at max_iters).
-
-    It sets the lr for iteration 0 when made; call ``step()`` after each
-    ``optimizer.step()`` to move to the next iteration:
-
-        schedule = WarmupCosineSchedule(optimizer, warmup_iters=100, max_iters=5000, max_lr=6e-4, min_lr=6e-5)
-        for it in range(5000):
-            ...; optimizer.step(); schedule.step()
-    """
-
-    def __init__(self, optimizer: Optimizer, warmup_iters: int, max_iters: int, max_lr: float, min_lr: float):
-        if max_lr < 0 or min_lr < 0:
-            raise ValueError(f"WarmupCosineSchedule: learning rates must be >= 0, got max_lr={max_lr}, min_lr={min_lr}")
-        if warmup_iters < 0:
-            raise ValueError(f"WarmupCosineSchedule: warmup_iters must be >= 0, got {warmup_iters}")
-        if max_iters <= warmup_iters:
-            raise ValueError(f"WarmupCosineSchedule: max_iters ({max_iters}) must be greater than "
-                             f"warmup_iters ({warmup_iters})")
-        self.optimizer = optimizer
-        self.warmup_iters, self.max_iters = warmup_iters, max_iters
-        self.max_lr, self.min_lr = max_lr, min_lr
-        self.iteration = 0
-        self._apply(self.lr_at(0))
-
-    def lr_at(self, it: int) -> float:
-        """The learning rate of iteration ``it`` (does not change the optimizer)."""
-        return get_lr(it, warmup_iters=self.warmup_iters, lr_decay_iters=self.max_iters,
-                      max_lr=self.max_lr, min_lr=self.min_lr)
-
-    def step(self) -> float:
-        """Advance one iteration and set the optimizer's lr for it; returns that lr."""
-        self.iteration += 1
-        lr = self.lr_at(self.iteration)
-        self._apply(lr)
-        return lr
-
-    def set_iteration(self, it: int) -> float:
-        """Jump to iteration ``it`` (e.g. when resuming from a checkpoint)."""
-        self.iteration = it
-        lr = self.lr_at(it)
-        self._apply(lr)
-        return lr
-
-    def _apply(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def state_dict(self) -> dict:
-        return {"iteration": self.iteration}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.set_iteration(int(state_dict["iteration"]))
-
-
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "get_lr", "WarmupCosineSchedule"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "clip_grad_norm_", "lr_scheduler", "get_lr",
+           "WarmupCosineSchedule"]
