@@ -169,18 +169,13 @@ def update_flat(flat: FlatMoments, params: list, grads: list, *, use_l2: bool, w
     of ``Adam``'s L2 term and ``AdamW``'s decay), so the results are identical;
     the CUDA kernel ``cuda_kernels.adam_update`` does the same per element.
     """
-    xp = backend.get_xp(flat.device)
     largest = max((end - start for start, end, _ in flat.chunks), default=0)
     flat_params = [p.reshape(-1) for p in params]  # views: the parameters are contiguous
     flat_grads = [g.reshape(-1) for g in grads]
-    numbers = dict(use_l2=use_l2, weight_decay=weight_decay, decay=decay, beta1=beta1, beta2=beta2,
-                   step_size=lr / bias_correction1, sqrt_bias_correction2=math.sqrt(bias_correction2), eps=eps)
+    numbers = (use_l2, weight_decay, decay, beta1, beta2, lr / bias_correction1, math.sqrt(bias_correction2), eps)
 
     def update_chunks(first: int, last: int) -> None:
-        """Chunks first..last-1; each call has its own scratch, so calls can run in parallel threads."""
-        buffers = [xp.empty(largest, dtype=flat.exp_avg.dtype) for _ in range(3)]
-        for chunk in flat.chunks[first:last]:
-            _update_chunk(xp, flat, chunk, flat_params, flat_grads, buffers, **numbers)
+        _update_chunks(flat, flat.chunks[first:last], largest, flat_params, flat_grads, numbers)
 
     if flat.device == "cpu":  # chunks touch disjoint memory: spread them over the CPU cores
         threads.parallel_rows(update_chunks, len(flat.chunks), largest)
@@ -188,35 +183,38 @@ def update_flat(flat: FlatMoments, params: list, grads: list, *, use_l2: bool, w
         update_chunks(0, len(flat.chunks))
 
 
-def _update_chunk(xp, flat: FlatMoments, chunk: tuple, flat_params: list, flat_grads: list, buffers: list, *,
-                  use_l2: bool, weight_decay: float, decay: float, beta1: float, beta2: float, step_size: float,
-                  sqrt_bias_correction2: float, eps: float) -> None:
-    """The Adam equations over one chunk, each an in-place array operation on scratch ``buffers``."""
-    start, end, pieces = chunk
-    size = end - start
-    m, v = flat.exp_avg[start:end], flat.exp_avg_sq[start:end]
-    g, scratch, update = (buffer[:size] for buffer in buffers)
-    xp.concatenate([flat_grads[i][lo:hi] for i, lo, hi in pieces], out=g)
-    if use_l2:  # Adam: g = g + wd * p
-        xp.concatenate([flat_params[i][lo:hi] for i, lo, hi in pieces], out=scratch)
-        scratch *= weight_decay
-        g += scratch
-    m *= beta1  # m = beta1 m + (1 - beta1) g
-    xp.multiply(g, 1.0 - beta1, out=scratch)
-    m += scratch
-    v *= beta2  # v = beta2 v + (1 - beta2) g^2
-    xp.multiply(g, 1.0 - beta2, out=scratch)
-    scratch *= g
-    v += scratch
-    xp.sqrt(v, out=scratch)  # denominator = sqrt(v) / sqrt(bc2) + eps
-    scratch /= sqrt_bias_correction2
-    scratch += eps
-    xp.multiply(m, step_size, out=update)  # update = (lr / bc1) m / denominator
-    update /= scratch
-    offset = 0
-    for i, lo, hi in pieces:
-        piece = flat_params[i][lo:hi]
-        if decay != 1.0:  # AdamW: p = p (1 - lr wd)
-            piece *= decay
-        piece -= update[offset:offset + hi - lo]
-        offset += hi - lo
+def _update_chunks(flat: FlatMoments, chunks: list, largest: int, flat_params: list, flat_grads: list,
+                   numbers: tuple) -> None:
+    """The Adam equations over each chunk, each an in-place array operation. Every call has scratch
+    of its own, so calls on different chunks can run in parallel threads."""
+    xp = backend.get_xp(flat.device)
+    use_l2, weight_decay, decay, beta1, beta2, step_size, sqrt_bias_correction2, eps = numbers
+    g_buffer, scratch_buffer, update_buffer = (xp.empty(largest, dtype=flat.exp_avg.dtype) for _ in range(3))
+    for start, end, pieces in chunks:
+        size = end - start
+        m, v = flat.exp_avg[start:end], flat.exp_avg_sq[start:end]
+        g, scratch, update = g_buffer[:size], scratch_buffer[:size], update_buffer[:size]
+        xp.concatenate([flat_grads[i][lo:hi] for i, lo, hi in pieces], out=g)
+        if use_l2:  # Adam: g = g + wd * p
+            xp.concatenate([flat_params[i][lo:hi] for i, lo, hi in pieces], out=scratch)
+            scratch *= weight_decay
+            g += scratch
+        m *= beta1  # m = beta1 m + (1 - beta1) g
+        xp.multiply(g, 1.0 - beta1, out=scratch)
+        m += scratch
+        v *= beta2  # v = beta2 v + (1 - beta2) g^2
+        xp.multiply(g, 1.0 - beta2, out=scratch)
+        scratch *= g
+        v += scratch
+        xp.sqrt(v, out=scratch)  # denominator = sqrt(v) / sqrt(bc2) + eps
+        scratch /= sqrt_bias_correction2
+        scratch += eps
+        xp.multiply(m, step_size, out=update)  # update = (lr / bc1) m / denominator
+        update /= scratch
+        offset = 0
+        for i, lo, hi in pieces:
+            piece = flat_params[i][lo:hi]
+            if decay != 1.0:  # AdamW: p = p (1 - lr wd)
+                piece *= decay
+            piece -= update[offset:offset + hi - lo]
+            offset += hi - lo
