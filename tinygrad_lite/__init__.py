@@ -12,6 +12,8 @@ Importing changes nothing in the process (no environment variables, no allocator
 no threads until an op needs them); ``tinygrad_lite.cpu.tune()`` applies the CPU settings that
 make training faster, and says why.
 """
+import sys as _sys
+
 import numpy as _numpy
 
 from . import backend, cpu
@@ -22,8 +24,10 @@ from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros,
 from .gradcheck import GradcheckError, gradcheck
 from .profiler import profile
 from .tensor import Tensor, cat, stack, tril, where
-from . import functional  # noqa: E402  (needs Tensor)
-from . import nn, optim  # noqa: E402
+from . import nn, optim  # noqa: E402  (need Tensor)
+from .nn import functional  # noqa: E402  (the home of the functional ops is tinygrad_lite/nn/functional.py)
+# ``tinygrad_lite.functional`` stays importable as a second name for the same module (older code, the docs):
+_sys.modules[__name__ + ".functional"] = functional
 from .graph import draw_graph, print_graph  # noqa: E402
 from .serialization import load, save  # noqa: E402
 

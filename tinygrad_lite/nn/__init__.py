@@ -23,10 +23,10 @@ from typing import Iterator, NamedTuple
 
 import numpy
 
-from . import backend
+from .. import backend
 from . import functional as F
-from .autograd import no_grad
-from .tensor import Tensor
+from ..autograd import no_grad
+from ..tensor import Tensor
 
 
 class Parameter(Tensor):
@@ -154,7 +154,7 @@ class Module:
             yield parameter
 
     def num_parameters(self) -> int:
-        return sum(parameter.size for parameter in self.parameters())
+        return sum(parameter.numel() for parameter in self.parameters())
 
     # --------------------------------------------------------- state dict
     def state_dict(self) -> dict[str, Tensor]:

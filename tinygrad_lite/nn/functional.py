@@ -16,15 +16,15 @@ import math
 
 import numpy
 
-from . import backend, fused
-from .autograd import is_reference_mode
-from .ops.matmul import Linear as LinearFunction
-from .tensor import Tensor, embedding_lookup, where
+from .. import backend, fused
+from ..autograd import is_reference_mode
+from ..ops.matmul import Linear as LinearFunction
+from ..tensor import Tensor, embedding_lookup, where
 
 
 def softmax_reference(x: Tensor, axis: int = -1) -> Tensor:
     """softmax(x)_i = e^(x_i - m) / sum_j e^(x_j - m), with m = max(x) for stability."""
-    shifted = x - x.max(axis=axis, keepdims=True).detach()
+    shifted = x - x.amax(axis, keepdim=True).detach()
     e = shifted.exp()
     return e / e.sum(axis=axis, keepdims=True)
 
@@ -38,7 +38,7 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 def log_softmax_reference(x: Tensor, axis: int = -1) -> Tensor:
     """log softmax(x)_i = (x_i - m) - log sum_j e^(x_j - m)."""
-    shifted = x - x.max(axis=axis, keepdims=True).detach()
+    shifted = x - x.amax(axis, keepdim=True).detach()
     return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
 
 
