@@ -2,7 +2,8 @@
 
     python examples/sample.py --out-dir out-shakespeare --prompt "ROMEO:" --max-new-tokens 500 \\
         --temperature 0.8 --top-k 200
-    python examples/sample.py --out-dir out-shakespeare --compare-cache   # time it with and without the KV cache
+    python examples/sample.py --out-dir out-shakespeare --decoder folded  # the fast KV-cache decoder
+    python examples/sample.py --out-dir out-shakespeare --compare-cache   # time no cache and both decoders
 """
 from __future__ import annotations
 
@@ -47,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--no-cache", dest="use_cache", action="store_false",
                         help="recompute the whole context for every token (slow; for comparison)")
+    parser.add_argument("--decoder", default="modules", choices=("modules", "folded"),
+                        help="the KV-cache decoder: the model's own modules (default) or the folded-weights "
+                             "fast path (gpt/generation.py)")
     parser.add_argument("--compare-cache", action="store_true",
-                        help="generate with and without the KV cache and report both speeds")
+                        help="generate without the KV cache and with each decoder, and report the speeds")
     return parser
 
 
@@ -58,15 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     tl.cpu.tune()  # glibc keeps freed temporaries for reuse (see tinygrad_lite/cpu.py)
     try:
         model, tokenizer = load_for_sampling(args.out_dir, args.checkpoint, args.device)
-        modes = [True, False] if args.compare_cache else [args.use_cache]
+        modes = ([(True, "modules"), (True, "folded"), (False, "modules")] if args.compare_cache
+                 else [(args.use_cache, args.decoder)])
         for index in range(args.num_samples):
-            for use_cache in modes:
+            for use_cache, decoder in modes:
                 sample = sample_text(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature,
-                                     args.top_k, args.top_p, seed=args.seed + index, use_cache=use_cache)
+                                     args.top_k, args.top_p, seed=args.seed + index, use_cache=use_cache,
+                                     decoder=decoder)
                 print(sample.text)
+                how = f"with the KV cache, decoder {decoder}" if use_cache else "without the KV cache"
                 print(f"--- {sample.new_tokens} tokens in {sample.seconds:.2f} s "
-                      f"({sample.tokens_per_s:,.0f} tokens/s, {'with' if use_cache else 'without'} the KV cache)",
-                      file=sys.stderr)
+                      f"({sample.tokens_per_s:,.0f} tokens/s, {how})", file=sys.stderr)
     except (CheckpointError, GPUUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

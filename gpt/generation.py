@@ -6,19 +6,26 @@ they never change (a position only attends to itself and to earlier ones).
 The KV cache keeps each layer's keys and values, so a new token costs one
 forward pass over one position, attending to the cached keys/values.
 
-The cached forward (``forward_cached``) is the model's math again, written on
-raw arrays (``xp`` is numpy or cupy): for one position per call, building an
-autograd graph costs more than the arithmetic it records. The tests check it
-against ``GPT.forward``: greedy decoding with and without the cache gives the
-same tokens.
+Two decoders use a cache; both give the same tokens (the tests check it):
+
+* ``decoder="modules"`` (the default): ``model(idx, cache=cache)``, the
+  model's own forward. Each ``CausalSelfAttention`` writes the new position's
+  k, v (B, n_head, 1, head_size) into its ``LayerKVCache`` and attends to all
+  of them, (B, n_head, length, head_size). The code a learner reads in
+  ``gpt/model.py`` is the code that runs.
+* ``decoder="folded"``, the fast path: ``forward_folded``, the same math on
+  raw arrays with the weights laid out for decoding (see ``FoldedKVCache``).
+  For one position per call every op's overhead costs more than its
+  arithmetic, so it saves ops: no autograd wrappers, layer norms folded into
+  the next Linear. ``examples/sample.py --decoder folded`` uses it.
 
 When the context outgrows ``block_size`` it is cropped. GPT-2's position
 embeddings are absolute, so after a crop every cached key is at the wrong
 position and the cache must be refilled; refilling at every step would cost
 as much as no cache at all. So the window *jumps*: when the context would
 exceed block_size, it restarts from the last block_size // 2 tokens (one
-refill), then grows again one token per step. Both paths (with and without
-the cache) use the same windows, which is why they agree token for token.
+refill), then grows again one token per step. Every path (with and without
+the cache) uses the same windows, which is why they agree token for token.
 """
 from __future__ import annotations
 
@@ -32,6 +39,8 @@ from tinygrad_lite import backend
 from tinygrad_lite.fused import GELU_C, GELU_K
 
 from .model import GPT
+
+DECODERS = ("modules", "folded")  # see the module docstring
 
 
 # -------------------------------------------------------------- the window
@@ -50,8 +59,88 @@ def next_window_start(start: int, length: int, block_size: int) -> int:
 
 # --------------------------------------------------------------- the cache
 
+class LayerKVCache:
+    """One attention layer's keys and values for the positions seen so far.
+
+    ``keys`` and ``values`` are (B, n_head, block_size, head_size) buffers,
+    allocated once; the first ``length`` positions are filled. ``append``
+    writes the new positions' k, v (B, n_head, T, head_size) after them and
+    returns every key and value so far, (B, n_head, length, head_size), as
+    views of the buffers (nothing is copied or concatenated).
+    """
+
+    def __init__(self, batch_size: int, n_head: int, block_size: int, head_size: int, dtype, xp):
+        self.keys = xp.zeros((batch_size, n_head, block_size, head_size), dtype=dtype)
+        self.values = xp.zeros((batch_size, n_head, block_size, head_size), dtype=dtype)
+        self.length = 0
+
+    def append(self, k: tl.Tensor, v: tl.Tensor) -> tuple[tl.Tensor, tl.Tensor]:
+        B, n_head, block_size, head_size = self.keys.shape
+        start, end = self.length, self.length + k.shape[2]
+        if k.requires_grad or v.requires_grad:
+            raise RuntimeError("KV cache: it stores arrays, not the autograd graph; "
+                               "run generation under tl.no_grad()")
+        if k.shape != v.shape or k.shape[:2] + k.shape[3:] != (B, n_head, head_size):
+            raise ValueError(f"KV cache: k {k.shape} and v {v.shape} do not fit the cache "
+                             f"(expected ({B}, {n_head}, T, {head_size}))")
+        if end > block_size:
+            raise ValueError(f"KV cache: {start} cached + {end - start} new positions exceed block_size {block_size}")
+        if start > 0 and end - start > 1:  # attention's causal mask would be aligned wrong
+            raise ValueError(f"KV cache: {end - start} new positions after {start} cached ones; "
+                             "after the prompt, positions come one at a time")
+        self.keys[:, :, start:end] = k.data
+        self.values[:, :, start:end] = v.data
+        self.length = end
+        return tl.Tensor(self.keys[:, :, :end]), tl.Tensor(self.values[:, :, :end])
+
+
 class KVCache:
-    """Every layer's keys and values for the positions seen so far, and the weights to extend them.
+    """Every layer's ``LayerKVCache``: what ``model(idx, cache=cache)`` reads and extends.
+
+    (In the style of Hugging Face's ``past_key_values``: the cache lives
+    outside the model and is passed in; ``GPT.forward`` hands layer i's cache
+    to block i and starts the position embeddings at ``length``.)
+    """
+
+    def __init__(self, model: GPT, batch_size: int):
+        c = model.config
+        weight = model.wte.weight
+        self.layers = [LayerKVCache(batch_size, c.n_head, c.block_size, c.n_embd // c.n_head, weight.dtype, weight.xp)
+                       for _ in range(c.n_layer)]
+
+    @property
+    def length(self) -> int:
+        """How many positions are cached (the same in every layer)."""
+        return self.layers[0].length
+
+    def reset(self) -> None:
+        """Forget every position (the buffers are reused)."""
+        for layer in self.layers:
+            layer.length = 0
+
+    def reorder(self, rows) -> None:
+        """Keep rows ``rows`` (beam search: each surviving beam continues from its parent)."""
+        rows = backend.xp_of(self.layers[0].keys).asarray(rows)
+        for layer in self.layers:
+            layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+
+
+def forward_cached(model: GPT, idx, cache: KVCache):
+    """Logits (B, vocab) of the last of the new positions ``idx`` (B, T), extending ``cache``.
+
+    The model's own forward: the new positions attend to the cached keys and values too.
+    """
+    logits, _ = model(idx, cache=cache)  # (B, T, vocab)
+    return logits.data[:, -1]
+
+
+# ------------------------------------------- the fast path: folded weights
+
+class FoldedKVCache:
+    """The fast decoder's cache: every layer's keys and values, and the weights to extend them.
+
+    The same cache as ``KVCache``, for ``forward_folded``: the math of
+    ``GPT.forward`` on raw arrays, rearranged to take fewer NumPy calls.
 
     Buffers are allocated once, for ``block_size`` positions; ``length`` of
     them are filled. Keys are stored transposed and already scaled by
@@ -88,6 +177,10 @@ class KVCache:
         self.average = xp.full((c.n_embd, 1), 1.0 / c.n_embd, dtype=dtype)  # x @ average: each row's mean
         self.layers = [_DecoderLayer(block) for block in model.h]
 
+    def reset(self) -> None:
+        """Forget every position (the buffers are reused)."""
+        self.length = 0
+
     def reorder(self, rows) -> None:
         """Keep rows ``rows`` (beam search: each surviving beam continues from its parent)."""
         rows = backend.xp_of(self.values[0]).asarray(rows)
@@ -96,7 +189,7 @@ class KVCache:
 
 
 class _DecoderLayer:
-    """One block's weights laid out for decoding (see ``KVCache``): W^T as (in, out) arrays and biases."""
+    """One block's weights laid out for decoding (see ``FoldedKVCache``): W^T as (in, out) arrays and biases."""
 
     def __init__(self, block):
         self.eps_1, self.eps_2 = block.ln_1.eps, block.ln_2.eps
@@ -160,11 +253,11 @@ def _twice_gelu(x, xp):
     return inner
 
 
-def forward_cached(model: GPT, idx, cache: KVCache):
-    """Logits (B, vocab) of the last of the new positions ``idx`` (B, T), extending ``cache``.
+def forward_folded(model: GPT, idx, cache: FoldedKVCache):
+    """Logits (B, vocab) of the last of the new positions ``idx`` (B, T), extending ``cache`` (the fast path).
 
-    The same computation as ``GPT.forward`` in eval mode, but the new positions
-    attend to the cached keys/values of the earlier ones too.
+    The same computation as ``forward_cached`` (``GPT.forward`` in eval mode,
+    the new positions attending to the cached keys/values too), on raw arrays.
     """
     c = model.config
     xp = model.wte.weight.xp
@@ -172,7 +265,7 @@ def forward_cached(model: GPT, idx, cache: KVCache):
     B, T = idx.shape
     start, end = cache.length, cache.length + T
     if end > c.block_size:
-        raise ValueError(f"forward_cached: {start} cached + {T} new positions exceed block_size {c.block_size}")
+        raise ValueError(f"forward_folded: {start} cached + {T} new positions exceed block_size {c.block_size}")
     n_head, head_size = c.n_head, c.n_embd // c.n_head
     # the residual stream, one row per (sequence, position)
     x = (model.wte.weight.data[idx] + model.wpe.weight.data[start:end]).reshape(B * T, c.n_embd)
@@ -262,6 +355,11 @@ def _check_sampling_options(max_new_tokens, temperature, top_k, top_p) -> None:
         raise ValueError(f"generate: top_p must be in (0, 1] or None, got {top_p}")
 
 
+def _check_decoder(decoder: str) -> None:
+    if decoder not in DECODERS:
+        raise ValueError(f"generate: decoder must be one of {DECODERS}, got {decoder!r}")
+
+
 def _prompt_array(model: GPT, idx) -> numpy.ndarray:
     array = backend.to_numpy(idx.data if isinstance(idx, tl.Tensor) else idx if backend.is_cuda(idx) else numpy.asarray(idx))
     if array.dtype.kind not in "iu" and array.size:
@@ -277,27 +375,53 @@ def _prompt_array(model: GPT, idx) -> numpy.ndarray:
 
 # -------------------------------------------------------------- generation
 
+def new_cache(model: GPT, batch_size: int, decoder: str = "modules"):
+    """(cache, forward) for ``decoder``: ``forward(model, idx, cache)`` gives the last position's logits."""
+    _check_decoder(decoder)
+    if decoder == "folded":
+        return FoldedKVCache(model, batch_size), forward_folded
+    return KVCache(model, batch_size), forward_cached
+
+
+def next_logits(model: GPT, window: numpy.ndarray, cache=None, forward=forward_cached):
+    """Logits (B, vocab) for the token after ``window`` (B, T), the context of this step.
+
+    Without a cache, a forward pass over the whole window. With one, only the
+    last position runs, unless the cache does not hold the rest of the window
+    (the first step, or the window jumped): then it is refilled with all of it.
+    """
+    if cache is None:
+        return forward_uncached(model, window)
+    if cache.length != window.shape[1] - 1:
+        cache.reset()
+        return forward(model, window, cache)
+    return forward(model, window[:, -1:], cache)
+
+
 def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, stop_tokens=None, *, use_cache: bool = True,
-             generator=None) -> numpy.ndarray:
+             decoder: str = "modules", generator=None) -> numpy.ndarray:
     """Continue each row of ``idx`` (B, T); returns the ids (B, T + new) as a numpy int64 array.
 
     ``stop_tokens``: ids that end a row (kept in the output). Generation ends
     when every row has stopped; a row that stopped earlier is padded with its
-    stop token. ``generator``: a numpy Generator (default: tinygrad_lite's,
-    seeded by ``tl.manual_seed``); sampling takes max_new_tokens x B uniform
-    numbers from it up front (none when greedy). The model runs in eval mode
-    (no dropout).
+    stop token. ``use_cache=False`` recomputes the whole context every step;
+    ``decoder`` picks the cached path ("modules" or the fast "folded", see the
+    module docstring). ``generator``: a numpy Generator (default:
+    tinygrad_lite's, seeded by ``tl.manual_seed``); sampling takes
+    max_new_tokens x B uniform numbers from it up front (none when greedy).
+    The model runs in eval mode (no dropout) and without autograd.
     """
     _check_sampling_options(max_new_tokens, temperature, top_k, top_p)
+    _check_decoder(decoder)
     prompt = _prompt_array(model, idx)
     batch, length = prompt.shape
+    cache, forward = new_cache(model, batch, decoder) if use_cache else (None, None)
     sequence = numpy.empty((batch, length + max_new_tokens), dtype=numpy.int64)
     sequence[:, :length] = prompt
     stop = numpy.asarray(sorted(set(stop_tokens or ())), dtype=numpy.int64)
     finished = numpy.zeros(batch, dtype=bool)
     block_size = model.config.block_size
-    cache = KVCache(model, batch) if use_cache else None
     start = initial_window_start(length, block_size)
     # every step's uniform numbers drawn at once: the same numbers as one draw per step, one call fewer
     rng = generator if generator is not None else backend.generator("cpu")
@@ -308,14 +432,7 @@ def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top
         with tl.no_grad():
             for step in range(max_new_tokens):
                 start = next_window_start(start, length, block_size)
-                if not use_cache:
-                    logits = forward_uncached(model, sequence[:, start:length])
-                elif cache.length != length - 1 - start:
-                    # the first step, or the window jumped: fill the cache with the whole window
-                    cache.length = 0
-                    logits = forward_cached(model, sequence[:, start:length], cache)
-                else:  # one new position, attending to the cached ones
-                    logits = forward_cached(model, sequence[:, length - 1:length], cache)
+                logits = next_logits(model, sequence[:, start:length], cache, forward)
                 next_tokens = sample_next_token(logits, temperature, top_k, top_p, uniform=uniforms[step])
                 if stop.size:  # rows that already stopped repeat their stop token
                     next_tokens = numpy.where(finished, sequence[:, length - 1], next_tokens)
@@ -329,42 +446,40 @@ def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top
     return sequence[:, :length]
 
 
-def beam_search(model: GPT, idx, max_new_tokens: int, num_beams: int) -> numpy.ndarray:
+def beam_search(model: GPT, idx, max_new_tokens: int, num_beams: int, *, decoder: str = "modules") -> numpy.ndarray:
     """The continuation with the highest total log-probability among ``num_beams`` kept at each step.
 
     Each step extends every beam by every token, scores each candidate by the
     sum of its tokens' log-probabilities, and keeps the ``num_beams`` best.
     Greedy decoding is ``num_beams=1``. Returns (B, T + max_new_tokens) ids,
-    the best beam of each row.
+    the best beam of each row. ``decoder``: as in ``generate``.
     """
     _check_sampling_options(max_new_tokens, 1.0, None, None)
     if not isinstance(num_beams, (int, numpy.integer)) or num_beams < 1:
         raise ValueError(f"beam_search: num_beams must be a positive integer, got {num_beams!r}")
+    _check_decoder(decoder)
     prompts = _prompt_array(model, idx)
     was_training = model.training
     model.eval()
     try:
         with tl.no_grad():
-            return numpy.stack([_beam_search_one(model, row, max_new_tokens, num_beams) for row in prompts])
+            return numpy.stack([_beam_search_one(model, row, max_new_tokens, num_beams, decoder) for row in prompts])
     finally:
         model.train(was_training)
 
 
-def _beam_search_one(model: GPT, prompt: numpy.ndarray, max_new_tokens: int, num_beams: int) -> numpy.ndarray:
+def _beam_search_one(model: GPT, prompt: numpy.ndarray, max_new_tokens: int, num_beams: int,
+                     decoder: str) -> numpy.ndarray:
     block_size = model.config.block_size
     beams = numpy.repeat(prompt[None, :], num_beams, axis=0)  # (num_beams, T)
     # All beams start identical: only the first may be extended at step one.
     scores = numpy.full(num_beams, -numpy.inf)
     scores[0] = 0.0
-    start, cache = initial_window_start(beams.shape[1], block_size), KVCache(model, num_beams)
+    start = initial_window_start(beams.shape[1], block_size)
+    cache, forward = new_cache(model, num_beams, decoder)
     for _ in range(max_new_tokens):
         start = next_window_start(start, beams.shape[1], block_size)
-        if cache.length != beams.shape[1] - 1 - start:  # the first step, or the window jumped
-            cache.length = 0
-            logits = forward_cached(model, beams[:, start:], cache)
-        else:
-            logits = forward_cached(model, beams[:, -1:], cache)
-        logits = backend.to_numpy(logits).astype(numpy.float64)
+        logits = backend.to_numpy(next_logits(model, beams[:, start:], cache, forward)).astype(numpy.float64)
         log_probs = logits - logits.max(axis=-1, keepdims=True)
         log_probs -= numpy.log(numpy.exp(log_probs).sum(axis=-1, keepdims=True))
         candidates = (scores[:, None] + log_probs).reshape(-1)  # (num_beams * vocab,)

@@ -10,7 +10,7 @@
 
 Parameter names follow GPT-2's (``h.0.attn.c_attn.weight`` ...) so a Hugging
 Face checkpoint maps onto them one to one (see ``gpt/pretrained.py``).
-Generation with a KV cache lives in ``gpt/generation.py``.
+Generation with a KV cache lives in ``gpt/generation.py`` (``model(idx, cache=cache)``).
 """
 from __future__ import annotations
 
@@ -74,13 +74,16 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: tl.Tensor) -> tl.Tensor:
+    def forward(self, x: tl.Tensor, cache=None) -> tl.Tensor:
         B, T, C = x.shape
         # (B, T, 3C) -> 3 x (B, n_head, T, head_size): the heads become a batch dimension.
         # The same as nanoGPT's split(C, dim=2) and view(B, T, n_head, head_size).transpose(1, 2)
         # (functional.split_heads_reference), as one op whose backward needs no copy.
         q, k, v = F.split_heads(self.c_attn(x), self.n_head)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if cache is not None:  # generating: the keys and values of the earlier positions, then these
+            k, v = cache.append(k, v)  # (B, n_head, cached + T, head_size), see gpt/generation.py
+        # query i sees keys 0..i; one new query (decoding with a cache) sees every key
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
         y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -109,8 +112,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: tl.Tensor) -> tl.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: tl.Tensor, cache=None) -> tl.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -152,18 +155,24 @@ class GPT(nn.Module):
             # LayerNorm weights keep their ones.
 
     # ---------------------------------------------------------------- forward
-    def forward(self, idx, targets=None) -> tuple[tl.Tensor, tl.Tensor | None]:
-        """Logits (B, T, vocab) for token ids ``idx`` (B, T); and the mean cross-entropy if ``targets``."""
+    def forward(self, idx, targets=None, cache=None) -> tuple[tl.Tensor, tl.Tensor | None]:
+        """Logits (B, T, vocab) for token ids ``idx`` (B, T); and the mean cross-entropy if ``targets``.
+
+        ``cache`` (a ``gpt.generation.KVCache``, when generating): ``idx`` are the
+        positions after the cached ones, and every layer attends to those too.
+        """
         idx = _token_array(idx, "idx")
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"GPT: the sequence has {T} tokens but block_size is {self.config.block_size} "
+        start = cache.length if cache is not None else 0  # positions already in the cache
+        if start + T > self.config.block_size:
+            raise ValueError(f"GPT: the sequence has {start + T} tokens but block_size is {self.config.block_size} "
                              f"(the model has only that many position embeddings); "
                              f"crop it to the last {self.config.block_size} tokens")
-        positions = numpy.arange(T)
+        positions = numpy.arange(start, start + T)
         x = self.drop(self.wte(idx) + self.wpe(positions))
-        for block in self.h:
-            x = block(x)
+        layer_caches = cache.layers if cache is not None else [None] * len(self.h)
+        for block, layer_cache in zip(self.h, layer_caches):
+            x = block(x, layer_cache)
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
@@ -243,15 +252,15 @@ class GPT(nn.Module):
     # ----------------------------------------------------------- generation
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, stop_tokens=None, *, use_cache: bool = True,
-                 generator=None) -> numpy.ndarray:
+                 decoder: str = "modules", generator=None) -> numpy.ndarray:
         """Continue each row of ``idx`` (B, T) by up to ``max_new_tokens`` sampled tokens.
 
-        ``temperature=0`` is greedy decoding. See ``gpt.generation.generate``.
+        ``temperature=0`` is greedy decoding; ``decoder="folded"`` the fast path. See ``gpt.generation.generate``.
         """
         from .generation import generate  # noqa: PLC0415 -- generation.py imports this module
 
         return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                        stop_tokens=stop_tokens, use_cache=use_cache, generator=generator)
+                        stop_tokens=stop_tokens, use_cache=use_cache, decoder=decoder, generator=generator)
 
     def beam_search(self, idx, max_new_tokens: int, num_beams: int) -> numpy.ndarray:
         """The most likely continuation found by beam search. See ``gpt.generation.beam_search``."""

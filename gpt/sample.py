@@ -50,13 +50,17 @@ def encode_prompt(tokenizer, prompt: str) -> numpy.ndarray:
 
 def sample_text(model, tokenizer, prompt: str, max_new_tokens: int = 500, temperature: float = 0.8,
                 top_k: int | None = 200, top_p: float | None = None, seed: int = 1337,
-                use_cache: bool = True) -> Sample:
-    """Generate ``max_new_tokens`` after ``prompt`` (seeded, so the same call gives the same text)."""
+                use_cache: bool = True, decoder: str = "modules") -> Sample:
+    """Generate ``max_new_tokens`` after ``prompt`` (seeded, so the same call gives the same text).
+
+    ``decoder``: "modules" (the model's own forward, with a KV cache) or "folded" (the fast path);
+    see ``gpt.generation``.
+    """
     idx = encode_prompt(tokenizer, prompt)
     generator = numpy.random.default_rng(seed)
     started = time.perf_counter()
     ids = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                         use_cache=use_cache, generator=generator)
+                         use_cache=use_cache, decoder=decoder, generator=generator)
     tl.backend.synchronize(model.wte.weight.device)
     seconds = time.perf_counter() - started
     return Sample(text=tokenizer.decode(ids[0].tolist()), new_tokens=ids.shape[1] - idx.shape[1], seconds=seconds)

@@ -173,7 +173,8 @@ def prompt_ids(tokenizer, data) -> numpy.ndarray:
 
 def write_sample(model: GPT, tokenizer, data, max_new_tokens: int, rng) -> str:
     prompt = prompt_ids(tokenizer, data)
-    ids = model.generate(prompt, max_new_tokens, temperature=0.8, top_k=200, generator=rng)
+    # the fast decoder (gpt/generation.py): samples are written during training, where time counts
+    ids = model.generate(prompt, max_new_tokens, temperature=0.8, top_k=200, decoder="folded", generator=rng)
     return tokenizer.decode(ids[0].tolist())
 
 

@@ -1,8 +1,7 @@
-"""The GPT model: shapes, parameter counts, the KV cache, sampling, beam search, and parity with
-Hugging Face's GPT-2 (a randomly initialised GPT2LMHeadModel saved with save_pretrained)."""
+"""The GPT model: shapes, parameter counts, and parity with Hugging Face's GPT-2 (a randomly
+initialised GPT2LMHeadModel saved with save_pretrained). Generation: tests/test_generation.py."""
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 
 import tinygrad_lite as tl
 from gpt import GPT, GPTConfig
-from gpt.generation import next_window_start, sample_next_token
 
 
 def tiny_model(seed: int = 0, **overrides) -> GPT:
@@ -95,108 +93,6 @@ def test_gpt2_small_size_by_formula():
     assert counts == 124_439_808
 
 
-# --------------------------------------------------------------- generation
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_kv_cache_greedy_equals_no_cache_within_block(bias):
-    model = tiny_model(seed=3, bias=bias)
-    prompt = np.random.default_rng(3).integers(0, 23, (2, 5))
-    cached = model.generate(prompt, 11, temperature=0, use_cache=True)
-    uncached = model.generate(prompt, 11, temperature=0, use_cache=False)
-    assert cached.shape == (2, 16)
-    assert np.array_equal(cached, uncached)
-    assert np.array_equal(cached[:, :5], prompt)
-
-
-def test_kv_cache_equals_no_cache_past_block_size():
-    """Past block_size the context is cropped (the window jumps); both paths crop alike."""
-    model = tiny_model(seed=4)
-    prompt = np.random.default_rng(4).integers(0, 23, (1, 20))  # already longer than the block
-    cached = model.generate(prompt, 40, temperature=0, use_cache=True)
-    uncached = model.generate(prompt, 40, temperature=0, use_cache=False)
-    assert np.array_equal(cached, uncached)
-    sampled = [model.generate(prompt, 40, temperature=1.0, top_k=5, use_cache=flag,
-                              generator=np.random.default_rng(7)) for flag in (True, False)]
-    assert np.array_equal(*sampled)
-
-
-def test_cached_logits_match_full_forward():
-    from gpt.generation import KVCache, forward_cached
-
-    model = tiny_model(seed=5)
-    idx = np.random.default_rng(5).integers(0, 23, (2, 12))
-    full, _ = model(idx)
-    cache = KVCache(model, 2)
-    first = forward_cached(model, idx[:, :7], cache)  # a prefill
-    np.testing.assert_allclose(first, full.numpy()[:, 6], atol=1e-4)
-    for t in range(7, 12):  # then one position at a time
-        step = forward_cached(model, idx[:, t:t + 1], cache)
-        np.testing.assert_allclose(step, full.numpy()[:, t], atol=1e-4)
-
-
-def test_window_jumps_by_half_a_block():
-    assert next_window_start(0, 16, 16) == 0
-    assert next_window_start(0, 17, 16) == 9      # keep the last 8
-    assert next_window_start(9, 25, 16) == 9
-    assert next_window_start(9, 26, 16) == 18
-
-
-def test_generate_restores_training_mode_and_validates():
-    model = tiny_model().train()
-    out = model.generate([[1, 2]], 3)
-    assert out.shape == (1, 5) and model.training
-    for bad in (dict(temperature=-1), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)):
-        with pytest.raises(ValueError):
-            model.generate([[1]], 2, **bad)
-    with pytest.raises(ValueError, match=r"\[0, 23\)"):
-        model.generate([[99]], 2)
-
-
-def test_stop_tokens_end_generation():
-    model = tiny_model(seed=6)
-    prompt = np.array([[1, 2, 3]])
-    greedy = model.generate(prompt, 10, temperature=0)
-    stop = int(greedy[0, 5])  # a token greedy decoding emits at step 3
-    first = int(np.argmax(greedy[0, 3:] == stop)) + 3
-    stopped = model.generate(prompt, 10, temperature=0, stop_tokens=[stop])
-    assert np.array_equal(stopped[0], greedy[0, :first + 1])
-
-
-def test_sampling_filters():
-    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
-    rng = np.random.default_rng(0)
-    draws = lambda **kw: {int(sample_next_token(logits, generator=rng, **kw)[0]) for _ in range(300)}  # noqa: E731
-    assert draws(top_k=2) == {0, 1}
-    assert draws(top_p=0.7) == {0, 1}          # 0.5 < 0.7, 0.5 + 0.3 >= 0.7
-    assert draws(top_p=0.5) == {0}
-    assert draws(temperature=0) == {0}
-    assert draws() == {0, 1, 2, 3}
-    # temperature -> 0 approaches greedy; counts follow the probabilities
-    counts = np.bincount([int(sample_next_token(logits, generator=rng)[0]) for _ in range(4000)], minlength=4)
-    np.testing.assert_allclose(counts / 4000, [0.5, 0.3, 0.15, 0.05], atol=0.03)
-
-
-def test_beam_search():
-    model = tiny_model(seed=8, vocab_size=7)
-    prompt = np.array([[1, 2]])
-    greedy = model.generate(prompt, 4, temperature=0)
-    assert np.array_equal(model.beam_search(prompt, 4, num_beams=1), greedy)
-
-    def log_prob(sequence):
-        logits, _ = model(sequence[None, :-1])
-        z = logits.numpy()[0, 1:].astype(np.float64)  # predictions for the new tokens
-        z -= z.max(-1, keepdims=True)
-        z -= np.log(np.exp(z).sum(-1, keepdims=True))
-        return sum(z[i, t] for i, t in enumerate(sequence[2:]))
-
-    # with as many beams as there are 3-token continuations, beam search is exhaustive
-    best = model.beam_search(prompt, 3, num_beams=7 ** 3)[0]
-    brute = max(itertools.product(range(7), repeat=3), key=lambda c: log_prob(np.array([1, 2, *c])))
-    assert tuple(best[2:]) == brute
-    beams3 = model.beam_search(prompt, 4, num_beams=3)[0]
-    assert log_prob(beams3) >= log_prob(greedy[0]) - 1e-9
-
-
 # --------------------------------------------------------- Hugging Face parity
 
 HF_CONFIGS = [
@@ -235,6 +131,7 @@ def test_from_pretrained_matches_hugging_face(settings, tmp_path):
                                 pad_token_id=0).numpy()
     assert np.array_equal(ours.generate(prompt, new_tokens, temperature=0), hf_tokens)
     assert np.array_equal(ours.generate(prompt, new_tokens, temperature=0, use_cache=False), hf_tokens)
+    assert np.array_equal(ours.generate(prompt, new_tokens, temperature=0, decoder="folded"), hf_tokens)
 
 
 def test_from_pretrained_errors(tmp_path):
