@@ -18,6 +18,7 @@ from hypothesis.extra import numpy as hnp
 
 import tinygrad_lite as tl
 from tinygrad_lite import functional as F
+from tinygrad_lite.ops.elementwise import Erf
 
 
 @dataclass
@@ -243,6 +244,41 @@ def layer_norm_case(draw):
 
 
 @st.composite
+def batch_norm_case(draw, training: bool):
+    """x (N, C) or (N, C, L) with spread in every channel, affine weight and bias, running statistics."""
+    n, c, length = draw(st.integers(2, 4)), draw(st.integers(1, 3)), draw(st.integers(0, 3))
+    shape = (n, c) if length == 0 else (n, c, length)
+    ramp = (np.arange(n) * 0.7).reshape((n,) + (1,) * (len(shape) - 1))  # variance well above 0
+    x = draw(array(shape, -2, 2)) + ramp
+    extra = {"running_mean": draw(array((c,), -1, 1)), "running_var": draw(array((c,), 0.5, 2.0)),
+             "training": training}
+    return Case([x, draw(array((c,), 0.5, 2.0)), draw(array((c,)))], extra)
+
+
+def batch_norm_ours(x, weight, bias, running_mean, running_var, training):
+    """F.batch_norm with fresh running statistics of x's dtype (training updates them in place)."""
+    stats = [tl.Tensor(a.astype(x.dtype)) for a in (running_mean, running_var)]
+    return F.batch_norm(x, *stats, weight, bias, training=training, momentum=0.1, eps=1e-5)
+
+
+def batch_norm_theirs(x, weight, bias, running_mean, running_var, training):
+    stats = [torch.from_numpy(a.astype(str(x.dtype).split(".")[-1])) for a in (running_mean, running_var)]
+    return TF.batch_norm(x, *stats, weight, bias, training=training, momentum=0.1, eps=1e-5)
+
+
+@st.composite
+def smoothed_cross_entropy_case(draw):
+    case = draw(cross_entropy_case())
+    return Case(case.arrays, {**case.extra, "label_smoothing": draw(st.sampled_from([0.1, 0.5, 1.0]))})
+
+
+@st.composite
+def mse_case(draw):
+    shape = draw(shapes(min_dims=0))
+    return Case([draw(array(shape)), draw(array(shape))], {"reduction": draw(st.sampled_from(["mean", "sum", "none"]))})
+
+
+@st.composite
 def attention_case(draw):
     batch = tuple(draw(st.lists(st.integers(1, 2), max_size=2)))
     tq, tk, d = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
@@ -331,7 +367,8 @@ OPS: list[OpRow] = [
     OpRow("sigmoid", lambda a: a.sigmoid(), torch.sigmoid, unary(-8, 8)),
     OpRow("relu", lambda a: a.relu(), torch.relu, unary(transform=away_from_zero)),
     OpRow("abs", lambda a: a.abs(), torch.abs, unary(transform=away_from_zero)),
-    OpRow("gelu", lambda a: a.gelu(), lambda a: TF.gelu(a, approximate="tanh"), unary(-4, 4)),
+    OpRow("gelu", lambda a: a.gelu(approximate="tanh"), lambda a: TF.gelu(a, approximate="tanh"), unary(-4, 4)),
+    OpRow("gelu_exact", lambda a: F.gelu(a), TF.gelu, unary(-4, 4)),
     OpRow("sum", lambda a, axis, keepdims: a.sum(axis=axis, keepdims=keepdims),
           lambda a, axis, keepdims: a.sum(dim=torch_axis(axis, a.ndim), keepdim=keepdims), with_axis()),
     OpRow("mean", lambda a, axis, keepdims: a.mean(axis=axis, keepdims=keepdims),
@@ -371,9 +408,28 @@ OPS: list[OpRow] = [
     OpRow("cross_entropy", lambda a, targets, reduction: F.cross_entropy(a, targets, reduction=reduction),
           lambda a, targets, reduction: TF.cross_entropy(a, torch.from_numpy(targets), reduction=reduction),
           cross_entropy_case()),
-    OpRow("layer_norm", lambda x, w, b: F.layer_norm(x, w, b),
+    OpRow("layer_norm", lambda x, w, b: F.layer_norm(x, x.shape[-1:], w, b),
           lambda x, w, b: TF.layer_norm(x, (x.shape[-1],), w, b), layer_norm_case(), rtol32=1e-3, atol32=1e-4),
-    OpRow("scaled_dot_product_attention", lambda q, k, v, is_causal: F.scaled_dot_product_attention(q, k, v, is_causal),
+    OpRow("batch_norm_train", batch_norm_ours, batch_norm_theirs, batch_norm_case(training=True)),
+    OpRow("batch_norm_eval", batch_norm_ours, batch_norm_theirs, batch_norm_case(training=False)),
+    OpRow("cross_entropy_label_smoothing",
+          lambda a, targets, reduction, label_smoothing: F.cross_entropy(a, targets, reduction=reduction,
+                                                                         label_smoothing=label_smoothing),
+          lambda a, targets, reduction, label_smoothing: TF.cross_entropy(a, torch.from_numpy(targets),
+                                                                          reduction=reduction,
+                                                                          label_smoothing=label_smoothing),
+          smoothed_cross_entropy_case()),
+    OpRow("mse_loss", lambda a, b, reduction: F.mse_loss(a, b, reduction=reduction),
+          lambda a, b, reduction: TF.mse_loss(a, b, reduction=reduction), mse_case()),
+    OpRow("silu", F.silu, TF.silu, unary()),
+    OpRow("erf", lambda a: Erf.apply(a), torch.erf, unary()),
+    OpRow("layer_norm_2d_shape", lambda x, w, b: F.layer_norm(x.reshape(-1, 2, 2), (2, 2), w.reshape(2, 2),
+                                                              b.reshape(2, 2)),
+          lambda x, w, b: TF.layer_norm(x.reshape(-1, 2, 2), (2, 2), w.reshape(2, 2), b.reshape(2, 2)),
+          st.builds(lambda x, w, b: Case([x, w, b]), array((3, 4), -3, 3).map(lambda a: a + np.arange(4) * 0.5),
+                    array((4,), 0.5, 2.0), array((4,)))),
+    OpRow("scaled_dot_product_attention",
+          lambda q, k, v, is_causal: F.scaled_dot_product_attention(q, k, v, is_causal=is_causal),
           lambda q, k, v, is_causal: TF.scaled_dot_product_attention(q, k, v, is_causal=is_causal), attention_case()),
     OpRow("embedding", lambda w, idx: F.embedding(idx, w), lambda w, idx: TF.embedding(torch.from_numpy(idx), w),
           embedding_case()),

@@ -8,6 +8,7 @@ saved arrays and the upstream gradient alone (so retain_graph works).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import warnings
@@ -25,6 +26,10 @@ import tinygrad_lite.functional as F
 from tinygrad_lite import backend, fused
 from tinygrad_lite.cpu_kernels import attention as cpu_attention
 from tinygrad_lite.cpu_kernels import threads
+
+# GPT-2's tanh GELU, the one with CPU and CUDA kernels (F.gelu's default is torch's exact erf form)
+gelu_tanh = functools.partial(F.gelu, approximate="tanh")
+gelu_tanh_reference = functools.partial(F.gelu_reference, approximate="tanh")
 
 DTYPES = [np.float64, np.float32]
 TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
@@ -263,21 +268,22 @@ def test_layer_norm_matches_reference_and_torch(affine, dtype, shape, seed):
     # dx = rstd (g w - ...) cancels down to noise of size ~1e-7 rstd |g w| when a row's values nearly agree
     rstd = 1 / np.sqrt(x.var(axis=-1) + 1e-5)
     atol32 = 1e-4 * float(rstd.max()) * (1 + float(np.abs(weight).max()))
-    assert_fused_matches_reference(lambda t, *p: F.layer_norm(t, *split(p)),
-                                   lambda t, *p: F.layer_norm_reference(t, *split(p)), arrays, dtype, fused.LayerNorm,
+    assert_fused_matches_reference(lambda t, *p: F.layer_norm(t, t.shape[-1:], *split(p)),
+                                   lambda t, *p: F.layer_norm_reference(t, t.shape[-1:], *split(p)), arrays, dtype,
+                                   fused.LayerNorm,
                                    atol32)
     if shape[-1] == 1 and dtype == np.float32:
         return  # D = 1: xhat is exactly 0 here; torch's is float32 rounding noise times 1/sqrt(eps)
-    assert_fused_matches_torch(lambda t, *p: F.layer_norm(t, *split(p)),
+    assert_fused_matches_torch(lambda t, *p: F.layer_norm(t, t.shape[-1:], *split(p)),
                                lambda t, *p: TF.layer_norm(t, t.shape[-1:], *split(p)), arrays, dtype, atol32)
 
 
 def test_layer_norm_gradcheck():
     x, weight, bias = random_arrays(0, (2, 2, 4), (4,), (4,))
     x64 = [tl.Tensor(a, dtype=np.float64, requires_grad=True) for a in (x, weight, bias)]
-    assert tl.gradcheck(lambda t, w, b: F.layer_norm(t, w, b, eps=1e-3), x64)
-    assert tl.gradcheck(lambda t: F.layer_norm(t), x64[:1])
-    assert tl.gradcheck(lambda t, b: F.layer_norm(t, None, b), [x64[0], x64[2]])
+    assert tl.gradcheck(lambda t, w, b: F.layer_norm(t, (4,), w, b, eps=1e-3), x64)
+    assert tl.gradcheck(lambda t: F.layer_norm(t, (4,)), x64[:1])
+    assert tl.gradcheck(lambda t, b: F.layer_norm(t, (4,), None, b), [x64[0], x64[2]])
 
 
 def test_layer_norm_gradient_only_for_some_inputs():
@@ -287,7 +293,7 @@ def test_layer_norm_gradient_only_for_some_inputs():
         results = []
         for fn in (F.layer_norm, F.layer_norm_reference):
             tensors = [tl.Tensor(a, dtype=np.float64, requires_grad=r) for a, r in zip((x, weight, bias), needs)]
-            fn(*tensors).backward(upstream_for((3, 4), np.float64))
+            fn(tensors[0], (4,), *tensors[1:]).backward(upstream_for((3, 4), np.float64))
             results.append([t.grad.numpy() if t.grad is not None else None for t in tensors])
         for got, want, needed in zip(*results, needs):
             assert (got is None) == (not needed)
@@ -298,11 +304,11 @@ def test_layer_norm_gradient_only_for_some_inputs():
 def test_layer_norm_checks_its_inputs():
     x = tl.Tensor(np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"layer_norm: weight has shape \(4,\), expected \(3,\)"):
-        F.layer_norm(x, tl.Tensor(np.ones(4)))
+        F.layer_norm(x, (3,), tl.Tensor(np.ones(4)))
     with pytest.raises(ValueError, match=r"layer_norm: bias has shape \(1, 3\)"):
-        F.layer_norm(x, None, tl.Tensor(np.ones((1, 3))))
+        F.layer_norm(x, (3,), None, tl.Tensor(np.ones((1, 3))))
     with pytest.raises(TypeError, match="layer_norm: inputs have different dtypes"):
-        F.layer_norm(x.float(), tl.Tensor(np.ones(3), dtype=np.float64))
+        F.layer_norm(x.float(), (3,), tl.Tensor(np.ones(3), dtype=np.float64))
 
 
 # --------------------------------------------------------------------- GELU
@@ -313,16 +319,20 @@ def test_layer_norm_checks_its_inputs():
 @example(shape=(), seed=0)  # a 0-d tensor
 def test_gelu_matches_reference_and_torch(dtype, shape, seed):
     (x,) = random_arrays(seed, shape, scale=3.0)
-    assert_fused_matches_reference(F.gelu, F.gelu_reference, [x], dtype, fused.Gelu)
-    assert_fused_matches_torch(F.gelu, lambda t: TF.gelu(t, approximate="tanh"), [x], dtype)
+    assert_fused_matches_reference(gelu_tanh, gelu_tanh_reference, [x], dtype, fused.Gelu)
+    assert_fused_matches_torch(gelu_tanh, lambda t: TF.gelu(t, approximate="tanh"), [x], dtype)
+    assert_fused_matches_reference(F.gelu, F.gelu_reference, [x], dtype, fused.GeluErf)  # exact, the default
+    assert_fused_matches_torch(F.gelu, TF.gelu, [x], dtype)
 
 
 def test_gelu_gradcheck_and_large_inputs():
     (x,) = random_arrays(0, (3, 5), scale=3.0)
-    assert tl.gradcheck(F.gelu, [tl.Tensor(x, dtype=np.float64, requires_grad=True)])
+    for gelu in (gelu_tanh, F.gelu):
+        assert tl.gradcheck(gelu, [tl.Tensor(x, dtype=np.float64, requires_grad=True)])
     big = np.array([-1e4, -30.0, 0.0, 30.0, 1e4])
     for dtype in DTYPES:
-        assert_fused_matches_torch(F.gelu, lambda t: TF.gelu(t, approximate="tanh"), [big], dtype)
+        assert_fused_matches_torch(gelu_tanh, lambda t: TF.gelu(t, approximate="tanh"), [big], dtype)
+        assert_fused_matches_torch(F.gelu, TF.gelu, [big], dtype)
 
 
 # ---------------------------------------------------------------- attention
@@ -440,7 +450,7 @@ def test_tiled_flash_attention_twin_matches_the_fused_op(tile, is_causal, dtype,
 
 def test_cpu_fused_ops_never_take_the_cuda_kernel_paths():
     x = tl.Tensor(np.ones((2, 3), np.float32), requires_grad=True)
-    for out in (F.softmax(x), F.log_softmax(x), F.gelu(x), F.layer_norm(x),
+    for out in (F.softmax(x), F.log_softmax(x), gelu_tanh(x), F.layer_norm(x, (3,)),
                 F.cross_entropy(x, np.array([0, 1]))):
         assert out._ctx.on_gpu is False
     assert F.scaled_dot_product_attention(x, x, x)._ctx.algorithm == "cpu"
@@ -543,8 +553,9 @@ ALL_OPS = {  # name -> (fn, input shapes)
     "softmax": (lambda x: F.softmax(x, axis=0), [(3, 4)]),
     "log_softmax": (lambda x: F.log_softmax(x, axis=-1), [(3, 4)]),
     "cross_entropy": (lambda x: F.cross_entropy(x, [1, -100, 3], reduction="none"), [(3, 4)]),
-    "layer_norm": (F.layer_norm, [(2, 3, 4), (4,), (4,)]),
-    "gelu": (F.gelu, [(3, 4)]),
+    "layer_norm": (lambda x, w, b: F.layer_norm(x, (4,), w, b), [(2, 3, 4), (4,), (4,)]),
+    "gelu": (gelu_tanh, [(3, 4)]),
+    "gelu_exact": (F.gelu, [(3, 4)]),
     "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
                   [(2, 3, 4), (2, 5, 4), (2, 5, 3)]),
 }
@@ -594,7 +605,8 @@ def test_no_grad_records_nothing(name):
     assert out._ctx is None and not out.requires_grad
 
 
-@pytest.mark.parametrize("public", [F.softmax, F.log_softmax, F.gelu, F.layer_norm])
+@pytest.mark.parametrize("public", [F.softmax, F.log_softmax, F.gelu, gelu_tanh,
+                                    lambda x: F.layer_norm(x, x.shape[-1:])])
 def test_integer_inputs_are_rejected(public):
     with pytest.raises(TypeError, match="expected floating point inputs"):
         public(tl.Tensor(np.arange(6).reshape(2, 3)))
@@ -615,7 +627,8 @@ def test_tensor_methods_use_the_fused_ops():
     x = tl.Tensor(np.zeros((2, 3)), requires_grad=True)
     assert isinstance(x.softmax()._ctx, fused.Softmax)
     assert isinstance(x.log_softmax()._ctx, fused.LogSoftmax)
-    assert isinstance(x.gelu()._ctx, fused.Gelu)
+    assert isinstance(x.gelu(approximate="tanh")._ctx, fused.Gelu)
+    assert isinstance(x.gelu()._ctx, fused.GeluErf)
     assert math.isclose(float(x.softmax().numpy()[0, 0]), 1 / 3)
 
 
@@ -627,7 +640,7 @@ def test_gelu_cpu_kernel_equals_the_plain_array_path(shape, monkeypatch):
 
     def run():
         t = tl.Tensor(x, requires_grad=True)
-        out = F.gelu(t)
+        out = gelu_tanh(t)
         (out * tl.Tensor(g)).sum().backward()
         return out.numpy(), t.grad.numpy()
 
@@ -650,7 +663,7 @@ def test_layer_norm_cpu_kernel_equals_the_plain_array_path(shape, affine, monkey
     def run():
         inputs = [tl.Tensor(x, requires_grad=True)] + [None if p is None else tl.Tensor(p, requires_grad=True)
                                                        for p in params]
-        out = F.layer_norm(*inputs)
+        out = F.layer_norm(inputs[0], shape[-1:], *inputs[1:])
         (out * tl.Tensor(g)).sum().backward()
         return [out.numpy()] + [t.grad.numpy() for t in inputs if t is not None]
 
@@ -670,7 +683,7 @@ def test_backward_follows_the_path_its_forward_took(monkeypatch):
     g = tl.Tensor(rng.standard_normal((4, 6)))
     grads = []
     for switch_before_backward in (False, True):
-        loss = (F.gelu(F.layer_norm(x)) * g).sum()  # forward on the CPU kernels
+        loss = (gelu_tanh(F.layer_norm(x, (6,))) * g).sum()  # forward on the CPU kernels
         if switch_before_backward:
             monkeypatch.setattr(fused, "CPU_KERNELS", False)
         loss.backward()

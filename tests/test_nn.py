@@ -96,8 +96,12 @@ def test_layernorm_matches_torch(bias):
     check_forward_backward(ln, torch.nn.LayerNorm(6, bias=bias), randn(3, 4, 6) * 3 + 1)
 
 
-def test_gelu_matches_torch_tanh_approximation():
-    check_forward_backward(nn.GELU(), torch.nn.GELU(approximate="tanh"), randn(4, 7) * 3)
+def test_gelu_matches_torch_exact_by_default_and_tanh_approximation():
+    assert nn.GELU().approximate == "none" and repr(nn.GELU()) == repr(torch.nn.GELU())
+    check_forward_backward(nn.GELU(), torch.nn.GELU(), randn(4, 7) * 3)
+    check_forward_backward(nn.GELU(approximate="tanh"), torch.nn.GELU(approximate="tanh"), randn(4, 7) * 3)
+    with pytest.raises(ValueError, match="approximate"):
+        nn.GELU("erf")
 
 
 def test_relu_tanh_match_torch():
@@ -108,7 +112,7 @@ def test_relu_tanh_match_torch():
 def test_sequential_matches_torch_and_is_indexable():
     tl.manual_seed(1)
     ours = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3), nn.Tanh())
-    theirs = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(approximate="tanh"),
+    theirs = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(),
                                  torch.nn.Linear(8, 3), torch.nn.Tanh())
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
     assert len(ours) == 4 and isinstance(ours[2], nn.Linear)

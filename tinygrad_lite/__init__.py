@@ -20,7 +20,9 @@ from . import backend, cpu
 from .autograd import (Function, debug_mode, enable_grad, is_debug, is_grad_enabled, is_reference_mode, no_grad,
                        reference_mode, set_debug, set_reference_mode)
 from .backend import GPUUnavailableError, manual_seed
-from .creation import arange, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
+from .creation import (Generator, allclose, arange, empty, empty_like, eye, from_numpy, full, full_like, inference_mode,
+                       linspace, multinomial, ones, ones_like, rand, rand_like, randint, randint_like, randn, randn_like,
+                       randperm, tensor, zeros, zeros_like)
 from .gradcheck import GradcheckError, gradcheck
 from .profiler import profile
 from .tensor import Tensor, cat, stack, tril, where

@@ -39,6 +39,7 @@ from .backend import xp_of
 from .cpu_kernels import attention as cpu_attention
 from .cpu_kernels import gelu as cpu_gelu
 from .cpu_kernels import layer_norm as cpu_layer_norm
+from .ops.elementwise import erf_array
 from .ops.reduce import normalize_axis
 
 
@@ -149,27 +150,33 @@ class CrossEntropy(Function):
         loss_n = -log softmax(x_n)[t_n] = logsumexp(x_n) - x_n[t_n],
         logsumexp(x_n) = m_n + log sum_c e^(x_nc - m_n),   m_n = max_c x_nc
 
+    With label smoothing e the target is (1 - e) onehot(t_n) + e / C instead of onehot(t_n)
+    (as in torch), and since the target sums to 1:
+
+        loss_n = logsumexp(x_n) - (1 - e) x_n[t_n] - (e / C) sum_c x_nc
+
     reduced by ``reduction``: "none" (loss_n, 0 for skipped rows), "sum", or
     "mean" (sum / number of kept rows; nan when every row is skipped, as in torch).
 
     Backward: d loss_n / d x_nc = softmax(x_n)_c - [c == t_n], so
 
-        dx_n = (softmax(x_n) - onehot(t_n)) * w_n
+        dx_n = (softmax(x_n) - onehot(t_n)) * w_n      (- ((1 - e) onehot(t_n) + e / C) with smoothing)
 
     with w_n = g (sum), g / count (mean) or g_n (none) for kept rows and
     w_n = 0 for skipped ones (so with every row skipped the gradient is 0, as in torch).
     Forward keeps the softmax it computes on the way to the log-sum-exp.
 
-    Called as ``CrossEntropy.apply(logits, targets=..., ignore_index=..., reduction=...)``
+    Called as ``CrossEntropy.apply(logits, targets=..., ignore_index=..., reduction=..., label_smoothing=...)``
     with targets an integer array already checked to be in range (see
     ``functional.cross_entropy``); targets get no gradient, so they are no input.
     """
 
-    def forward(self, logits, targets, ignore_index=-100, reduction="mean"):
+    def forward(self, logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         _require_float("cross_entropy", logits)
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"cross_entropy: unknown reduction {reduction!r} (expected 'mean', 'sum' or 'none')")
-        self.on_gpu = backend.is_cuda(logits) and cuda_kernels.supports(logits)
+        self.smoothing = label_smoothing  # the CUDA kernel knows no smoothing: the array code below does it
+        self.on_gpu = backend.is_cuda(logits) and cuda_kernels.supports(logits) and label_smoothing == 0.0
         if self.on_gpu:
             return self._forward_gpu(logits, targets, ignore_index, reduction)
         xp = xp_of(logits)
@@ -183,7 +190,9 @@ class CrossEntropy(Function):
         sum_exp = probs.sum(axis=1, keepdims=True)
         probs /= sum_exp
         log_sum_exp = (xp.log(sum_exp) + row_max).reshape(-1)
-        losses = log_sum_exp - logits[rows, safe_targets]
+        losses = log_sum_exp - (1.0 - label_smoothing) * logits[rows, safe_targets]
+        if label_smoothing:
+            losses -= (label_smoothing / logits.shape[1]) * logits.sum(axis=1)
         losses *= keep
 
         self.reduction = reduction
@@ -208,7 +217,9 @@ class CrossEntropy(Function):
         else:
             row_weight *= grad  # a scalar for "sum", one value per row for "none"
         dx = probs * row_weight[:, None]
-        dx[rows, safe_targets] -= row_weight  # each row once: no repeated indices
+        dx[rows, safe_targets] -= (1.0 - self.smoothing) * row_weight  # each row once: no repeated indices
+        if self.smoothing:
+            dx -= (self.smoothing / dx.shape[1]) * row_weight[:, None]
         return dx
 
     def _forward_gpu(self, logits, targets, ignore_index, reduction):
@@ -360,6 +371,30 @@ class Gelu(Function):
         if self.cpu_kernel:
             return cpu_gelu.backward(x, s, grad, GELU_C, GELU_K)
         return grad * (s + s * (1.0 - s) * (2.0 * GELU_C * x + 6.0 * GELU_C * GELU_K * x * x * x))
+
+
+SQRT_HALF = math.sqrt(0.5)  # exact GELU's constants (for its twin in nn/functional.py too)
+ONE_OVER_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class GeluErf(Function):
+    """GELU, exact (torch's default ``gelu``): y = x Phi(x), with Phi the standard normal CDF,
+
+        Phi(x) = (1 + erf(x / sqrt(2))) / 2,   phi(x) = Phi'(x) = e^(-x^2 / 2) / sqrt(2 pi)
+
+    Backward: dy/dx = Phi(x) + x phi(x). Forward saves x and Phi; erf is ``ops.elementwise.erf_array``.
+    """
+
+    def forward(self, x):
+        _require_float("gelu", x)
+        cdf = (0.5 * (1.0 + erf_array(x * SQRT_HALF))).astype(x.dtype, copy=False)
+        self.save_for_backward(x, cdf)
+        return x * cdf
+
+    def backward(self, grad):
+        x, cdf = self.saved_tensors
+        density = xp_of(x).exp(-0.5 * x * x) * ONE_OVER_SQRT_2PI
+        return grad * (cdf + x * density)
 
 
 # ---------------------------------------------------------------- attention

@@ -367,10 +367,10 @@ class Tensor:
     def abs(self):
         return ew.Abs.apply(self)
 
-    def gelu(self):
-        from .functional import gelu  # noqa: PLC0415 -- functional builds on Tensor
+    def gelu(self, approximate: str = "none"):
+        from .nn.functional import gelu  # noqa: PLC0415 -- functional builds on Tensor
 
-        return gelu(self)
+        return gelu(self, approximate)
 
     def softmax(self, axis: int = -1):
         from .functional import softmax  # noqa: PLC0415

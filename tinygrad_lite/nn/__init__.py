@@ -60,6 +60,9 @@ class Module:
 
     Subclasses set their parameters and sub-modules as attributes in
     ``__init__`` and write ``forward``; calling the module calls ``forward``.
+    Tensors that are state but not weights (batch norm's running statistics, a
+    causal mask) are registered with ``register_buffer``: they are saved in
+    ``state_dict`` and move with ``to``, and the optimizer never sees them.
     """
 
     # A class-level default, so a subclass that forgets super().__init__() still works.
@@ -67,6 +70,13 @@ class Module:
 
     def __init__(self):
         self.training = True
+        self._buffer_names: dict[str, bool] = {}  # name -> persistent (saved in state_dict)
+
+    def __setattr__(self, name: str, value) -> None:
+        error = _plain_container_error(self, name, value)
+        if error:
+            raise error  # at the assignment, where the bug is
+        object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------- calling
     def forward(self, *args, **kwargs):
@@ -76,27 +86,44 @@ class Module:
         return self.forward(*args, **kwargs)
 
     # --------------------------------------------- what this module holds
+    def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        """Set ``tensor`` as the attribute ``name``, a buffer: in ``state_dict`` (unless not
+        ``persistent``), in ``buffers()``, moved by ``to``; never a parameter."""
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"register_buffer({name!r}): expected a Tensor or None, got {type(tensor).__name__}")
+        if "_buffer_names" not in vars(self):
+            self._buffer_names = {}
+        self._buffer_names[name] = persistent
+        setattr(self, name, tensor)
+
     def _local_parameters(self) -> Iterator[tuple[str, Tensor]]:
         """(name, tensor) for the parameters set directly on this module."""
+        buffers = vars(self).get("_buffer_names", {})
         for name, value in vars(self).items():
-            if _is_parameter(value):
+            if _is_parameter(value) and name not in buffers:
                 yield name, value
 
-    def _local_buffers(self) -> Iterator[tuple[str, Tensor]]:
-        """(name, tensor) for the other tensors set on this module (a causal mask, ...)."""
-        for name, value in vars(self).items():
-            if isinstance(value, Tensor) and not _is_parameter(value):
+    def _local_buffers(self, persistent_only: bool = False) -> Iterator[tuple[str, Tensor]]:
+        """(name, tensor) for the buffers registered on this module (see ``register_buffer``)."""
+        for name, persistent in vars(self).get("_buffer_names", {}).items():
+            value = getattr(self, name, None)
+            if value is not None and (persistent or not persistent_only):
                 yield name, value
+
+    def _local_tensors(self) -> Iterator[Tensor]:
+        """Every tensor attribute of this module: parameters, buffers, and any other (what ``to`` moves)."""
+        for value in vars(self).values():
+            if isinstance(value, Tensor):
+                yield value
 
     def _local_children(self) -> Iterator[tuple[str, "Module"]]:
         """(name, module) for the sub-modules set directly on this module."""
         for name, value in vars(self).items():
             if isinstance(value, Module):
                 yield name, value
-            elif isinstance(value, (list, tuple)) and any(isinstance(item, Module) for item in value):
-                # A plain list hides its layers: their parameters would silently not be trained.
-                raise TypeError(f"{type(self).__name__}.{name} is a plain {type(value).__name__} of modules; "
-                                f"wrap it in nn.ModuleList so its parameters are found")
+            error = _plain_container_error(self, name, value)  # a list filled after its assignment
+            if error:
+                raise error
 
     # ------------------------------------------------------ tree traversal
     def named_children(self) -> Iterator[tuple[str, "Module"]]:
@@ -133,46 +160,81 @@ class Module:
         for _, module in self.named_modules():
             yield module
 
-    def named_parameters(self, prefix: str = "", remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
+    def apply(self, fn) -> "Module":
+        """Call ``fn(module)`` on every sub-module (children first) and then on this one, as torch."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    def _named_tensors(self, local, prefix: str, recurse: bool, remove_duplicate: bool):
+        """(dotted name, tensor) for ``local(module)`` of each module below (shared by parameters and buffers)."""
+        seen = set()
+        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
+        for module_name, module in modules:
+            for name, tensor in local(module):
+                if remove_duplicate:
+                    if id(tensor) in seen:
+                        continue
+                    seen.add(id(tensor))
+                yield (f"{module_name}.{name}" if module_name else name), tensor
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
         """(dotted name, parameter) pairs, e.g. ``h.0.attn.c_attn.weight``.
 
         A tensor registered under two names (weight tying) is listed once,
         under its first name, unless ``remove_duplicate=False``.
         """
-        seen = set()
-        for module_name, module in self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate):
-            for name, parameter in module._local_parameters():
-                if remove_duplicate:
-                    if id(parameter) in seen:
-                        continue
-                    seen.add(id(parameter))
-                yield (f"{module_name}.{name}" if module_name else name), parameter
+        return self._named_tensors(Module._local_parameters, prefix, recurse, remove_duplicate)
 
-    def parameters(self) -> Iterator[Tensor]:
+    def parameters(self, recurse: bool = True) -> Iterator[Tensor]:
         """Every parameter once (tied weights once): what an optimizer should update."""
-        for _, parameter in self.named_parameters():
+        for _, parameter in self.named_parameters(recurse=recurse):
             yield parameter
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True,
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
+        return self._named_tensors(Module._local_buffers, prefix, recurse, remove_duplicate)
+
+    def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
+        for _, buffer in self.named_buffers(recurse=recurse):
+            yield buffer
 
     def num_parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())
 
+    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+        """Freeze (``False``) or unfreeze every parameter of this module and those below it."""
+        for parameter in self.parameters():
+            parameter.requires_grad_(requires_grad)
+        return self
+
     # --------------------------------------------------------- state dict
     def state_dict(self) -> dict[str, Tensor]:
-        """name -> parameter values (detached: they share memory but not the graph).
+        """name -> parameter and persistent buffer values (detached: they share memory but not the graph).
 
-        Tied weights appear under every name, as in PyTorch, so a checkpoint
-        can be loaded by a model that does not tie them.
+        Module by module, its parameters and then its buffers, as torch orders them. Tied
+        weights appear under every name, as in PyTorch, so a checkpoint can be loaded by a
+        model that does not tie them.
         """
-        return {name: parameter.detach() for name, parameter in self.named_parameters(remove_duplicate=False)}
+        return {name: tensor.detach() for name, tensor in self._state_tensors()}
+
+    def _state_tensors(self) -> list[tuple[str, Tensor]]:
+        state = []
+        for module_name, module in self.named_modules(remove_duplicate=False):
+            for name, tensor in list(module._local_parameters()) + list(module._local_buffers(persistent_only=True)):
+                state.append((f"{module_name}.{name}" if module_name else name, tensor))
+        return state
 
     def load_state_dict(self, state_dict: dict, strict: bool = True) -> IncompatibleKeys:
-        """Copy values (Tensors or numpy/cupy arrays) into the parameters, in place.
+        """Copy values (Tensors or numpy/cupy arrays) into the parameters and buffers, in place.
 
         Everything is checked before anything is copied, so a failed load leaves
         the model unchanged. A shape mismatch is always an error; missing and
         unexpected keys are errors only when ``strict``.
         """
-        own = dict(self.named_parameters(remove_duplicate=False))
+        own = dict(self._state_tensors())
         missing = [name for name in own if name not in state_dict]
         unexpected = [name for name in state_dict if name not in own]
         problems = []
@@ -197,7 +259,7 @@ class Module:
 
     # ------------------------------------------------------------- modes
     def train(self, mode: bool = True) -> "Module":
-        """Set the training flag of this module and all below it (Dropout reads it)."""
+        """Set the training flag of this module and all below it (Dropout and BatchNorm1d read it)."""
         for module in self.modules():
             module.training = mode
         return self
@@ -214,14 +276,14 @@ class Module:
                 parameter.grad.zero_()
 
     def to(self, device: str) -> "Module":
-        """Move every parameter (with its grad) and every other tensor attribute to ``device``.
+        """Move every parameter (with its grad), buffer and other tensor attribute to ``device``.
 
         The tensors stay the same objects (only their ``.data`` is replaced), so
         an optimizer built before the move still holds the right parameters.
         """
         device = backend.check_device(device)
         for module in self.modules():
-            for _, tensor in list(module._local_parameters()) + list(module._local_buffers()):
+            for tensor in module._local_tensors():
                 if tensor.device != device:
                     tensor.data = backend.to_device(tensor.data, device)
                 if tensor.grad is not None and tensor.grad.device != device:
@@ -234,15 +296,25 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        children = list(self.named_children())
-        if not children:
-            return f"{type(self).__name__}({self.extra_repr()})"
-        lines = [f"{type(self).__name__}("]
-        for name, child in children:
-            child_text = repr(child).replace("\n", "\n  ")
-            lines.append(f"  ({name}): {child_text}")
-        lines.append(")")
-        return "\n".join(lines)
+        """torch's layout: ``Name(extra)`` for a leaf, else the extra and ``(name): child`` lines indented."""
+        lines = self.extra_repr().split("\n") if self.extra_repr() else []
+        lines += [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.named_children()]
+        if len(lines) == 1 and not list(self.named_children()):
+            return f"{type(self).__name__}({lines[0]})"
+        if not lines:
+            return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _plain_container_error(owner: Module, name: str, value) -> TypeError | None:
+    """A plain list, tuple or dict of modules hides its layers (their parameters would silently not be
+    trained): the error to raise, naming the container that registers them, or None."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    if not any(isinstance(item, Module) for item in items):
+        return None
+    wrapper = "nn.ModuleDict" if isinstance(value, dict) else "nn.ModuleList"
+    return TypeError(f"{type(owner).__name__}.{name} is a plain {type(value).__name__} of modules; "
+                     f"wrap it in {wrapper} so its parameters are found")
 
 
 def _array_of(value):
@@ -315,6 +387,66 @@ class Sequential(ModuleList):
         return x
 
 
+class ModuleDict(Module):
+    """A dict of modules whose parameters are found (children named by their keys, in insertion order).
+
+    ``d["wte"]`` and ``d.wte`` are the same module, as in torch.
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self._items: dict[str, Module] = {}
+        self.update(modules or {})
+
+    def _local_children(self) -> Iterator[tuple[str, Module]]:
+        yield from self._items.items()
+
+    def __getattr__(self, name: str):  # only called when the ordinary lookup fails
+        items = vars(self).get("_items", {})
+        if name in items:
+            return items[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or key {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, Module) and "_items" in vars(self):
+            self[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        if not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}[{key!r}]: expected a Module, got {type(module).__name__}")
+        self._items[key] = module
+
+    def __getitem__(self, key: str) -> Module:
+        return self._items[key]
+
+    def __delitem__(self, key: str) -> None:
+        del self._items[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def keys(self):
+        return self._items.keys()
+
+    def values(self):
+        return self._items.values()
+
+    def items(self):
+        return self._items.items()
+
+    def update(self, modules) -> None:
+        for key, module in (modules.items() if hasattr(modules, "items") else modules):
+            self[key] = module
+
+
 # ---------------------------------------------------------------- layers
 
 
@@ -346,42 +478,97 @@ class Linear(Module):
 class Embedding(Module):
     """A lookup table: row i of ``weight`` (num_embeddings, embedding_dim) is the vector of id i.
 
-    Initialised N(0, 1) as in PyTorch (GPT-2 re-initialises it with std 0.02).
+    Initialised N(0, 1) as in PyTorch (GPT-2 re-initialises it with std 0.02). The row of
+    ``padding_idx`` starts at zero and gets no gradient, as in torch.
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, dtype=numpy.float32):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 dtype=numpy.float32):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+            raise ValueError(f"Embedding({num_embeddings}, {embedding_dim}): padding_idx={padding_idx} "
+                             "is not a row of the table")
+        self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
         rng = backend.generator("cpu")
-        self.weight = Parameter(rng.standard_normal((num_embeddings, embedding_dim)).astype(dtype))
+        weight = rng.standard_normal((num_embeddings, embedding_dim)).astype(dtype)
+        if self.padding_idx is not None:
+            weight[self.padding_idx] = 0
+        self.weight = Parameter(weight)
 
     def forward(self, indices) -> Tensor:
-        return F.embedding(indices, self.weight)
+        return F.embedding(indices, self.weight, self.padding_idx)
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        padding = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{padding}"
 
 
 class LayerNorm(Module):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last axis.
+    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last dims, ``normalized_shape``.
 
     ``weight`` starts at ones and ``bias`` at zeros, so a new LayerNorm only
-    normalises; ``bias=False`` leaves the shift out (as in nanoGPT).
+    normalises; ``bias=False`` leaves the shift out (as in nanoGPT), and
+    ``elementwise_affine=False`` both.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True, dtype=numpy.float32):
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 dtype=numpy.float32):
         super().__init__()
-        self.dim, self.eps = dim, eps
-        self.weight = Parameter(numpy.ones((dim,), dtype=dtype))
-        self.bias = Parameter(numpy.zeros((dim,), dtype=dtype)) if bias else None
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
+        self.weight = Parameter(numpy.ones(shape, dtype=dtype)) if elementwise_affine else None
+        self.bias = Parameter(numpy.zeros(shape, dtype=dtype)) if elementwise_affine and bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"LayerNorm({self.dim}): input has shape {x.shape}, its last axis should be {self.dim}")
-        return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
+        if x.shape[x.ndim - len(self.normalized_shape):] != self.normalized_shape:
+            raise ValueError(f"LayerNorm({self.normalized_shape}): input has shape {x.shape}, "
+                             f"its last dims should be {self.normalized_shape}")
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, eps=self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None}")
+
+
+class BatchNorm1d(Module):
+    """Batch norm over the channels C of (N, C) or (N, C, L) inputs (``F.batch_norm``), as torch's.
+
+    Training normalises with the batch's statistics and moves the running ones towards them
+    (``momentum``; ``None`` averages over every batch seen); eval normalises with the running
+    ones. ``weight``/``bias`` start at ones/zeros (``affine``); the running statistics and
+    ``num_batches_tracked`` are buffers (``track_running_stats``).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, dtype=numpy.float32):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.weight = Parameter(numpy.ones(num_features, dtype=dtype)) if affine else None
+        self.bias = Parameter(numpy.zeros(num_features, dtype=dtype)) if affine else None
+        tracked = track_running_stats
+        self.register_buffer("running_mean", Tensor(numpy.zeros(num_features, dtype=dtype)) if tracked else None)
+        self.register_buffer("running_var", Tensor(numpy.ones(num_features, dtype=dtype)) if tracked else None)
+        self.register_buffer("num_batches_tracked", Tensor(numpy.array(0, dtype=numpy.int64)) if tracked else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim not in (2, 3) or x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm1d({self.num_features}): expected input (N, {self.num_features}) or "
+                             f"(N, {self.num_features}, L), got shape {x.shape}")
+        use_batch_statistics = self.training or self.running_mean is None
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.running_mean is not None:
+            with no_grad():
+                self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # a cumulative average of the batch statistics
+                momentum = 1.0 / int(self.num_batches_tracked.item())
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch_statistics,
+                            momentum, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
 class Dropout(Module):
@@ -389,42 +576,51 @@ class Dropout(Module):
 
     The scaling keeps the expected value unchanged, so in eval mode (where
     dropout is the identity) the next layer sees inputs of the same size.
+    ``inplace=True`` is accepted for torch code and computes a new tensor.
     """
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p = p
+        self.p, self.inplace = p, inplace
 
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, training=self.training)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
 
 
 class GELU(Module):
-    """GELU with the tanh approximation (GPT-2's): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    """GELU: exact x Phi(x) by default, as torch; ``approximate="tanh"`` is GPT-2's
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
 
-    def __init__(self, approximate: str = "tanh"):
+    def __init__(self, approximate: str = "none"):
         super().__init__()
-        if approximate != "tanh":
-            raise ValueError(f"GELU: only approximate='tanh' is implemented, got {approximate!r}")
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(x)
+        return F.gelu(x, self.approximate)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"
 
 
 class ReLU(Module):
-    """max(x, 0)."""
+    """max(x, 0). ``inplace=True`` is accepted for torch code and computes a new tensor."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
         return x.relu()
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class Tanh(Module):
@@ -432,5 +628,72 @@ class Tanh(Module):
         return x.tanh()
 
 
-__all__ = ["Parameter", "Module", "ModuleList", "Sequential", "Linear", "Embedding", "LayerNorm", "Dropout",
-           "GELU", "ReLU", "Tanh", "IncompatibleKeys"]
+class Sigmoid(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.sigmoid()
+
+
+class SiLU(Module):
+    """x sigmoid(x)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(x)
+
+
+class Identity(Module):
+    """Returns its input; takes (and ignores) any arguments, as torch's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class Flatten(Module):
+    """``x.flatten(start_dim, end_dim)``; by default keeps the batch dim: (N, *) -> (N, prod(*))."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+# ---------------------------------------------------------------- losses
+
+
+class CrossEntropyLoss(Module):
+    """``F.cross_entropy`` as a module: ``CrossEntropyLoss(ignore_index=-1)(logits, targets)``."""
+
+    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0):
+        super().__init__()
+        if weight is not None:
+            raise NotImplementedError("CrossEntropyLoss: class weights (weight=) are not implemented")
+        self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
+
+    def forward(self, logits: Tensor, targets) -> Tensor:
+        return F.cross_entropy(logits, targets, ignore_index=self.ignore_index, reduction=self.reduction,
+                               label_smoothing=self.label_smoothing)
+
+
+class MSELoss(Module):
+    """``F.mse_loss`` as a module."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target) -> Tensor:
+        return F.mse_loss(input, target, self.reduction)
+
+
+from . import init  # noqa: E402  (nn.init.normal_ and the rest; it needs nothing from this file)
+
+__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "Linear", "Embedding", "LayerNorm",
+           "BatchNorm1d", "Dropout", "GELU", "ReLU", "Tanh", "Sigmoid", "SiLU", "Identity", "Flatten",
+           "CrossEntropyLoss", "MSELoss", "IncompatibleKeys", "functional", "init"]

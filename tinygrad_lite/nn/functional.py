@@ -1,4 +1,7 @@
-"""Composite ops: softmax, cross-entropy, layer norm, GELU, attention, dropout, embedding.
+"""Composite ops: softmax, cross-entropy, layer norm, GELU, attention, dropout, embedding, batch norm.
+
+This is ``tinygrad_lite.nn.functional``, spelled as ``torch.nn.functional`` (``F.softmax(x, dim=-1)``,
+``F.cross_entropy(logits, targets, ignore_index=-1)``); ``tinygrad_lite.functional`` is the same module.
 
 Each op comes twice, side by side:
 
@@ -17,36 +20,43 @@ import math
 import numpy
 
 from .. import backend, fused
-from ..autograd import is_reference_mode
+from ..autograd import is_reference_mode, no_grad
 from ..ops.matmul import Linear as LinearFunction
-from ..tensor import Tensor, embedding_lookup, where
+from ..ops.elementwise import Erf
+from ..tensor import Tensor, _numpy_spellings, embedding_lookup, where
 
 
-def softmax_reference(x: Tensor, axis: int = -1) -> Tensor:
+def softmax_reference(x: Tensor, dim: int = -1, **numpy_names) -> Tensor:
     """softmax(x)_i = e^(x_i - m) / sum_j e^(x_j - m), with m = max(x) for stability."""
-    shifted = x - x.amax(axis, keepdim=True).detach()
+    dim, _ = _numpy_spellings("softmax", numpy_names, dim, -1)
+    shifted = x - x.amax(dim, keepdim=True).detach()
     e = shifted.exp()
-    return e / e.sum(axis=axis, keepdims=True)
+    return e / e.sum(dim, keepdim=True)
 
 
-def softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """softmax along ``axis`` (fused: ``fused.Softmax``)."""
+def softmax(x: Tensor, dim: int = -1, dtype=None, **numpy_names) -> Tensor:
+    """softmax along ``dim`` (``axis=`` also works), in ``dtype`` if given (fused: ``fused.Softmax``)."""
+    dim, _ = _numpy_spellings("softmax", numpy_names, dim, -1)
+    x = x if dtype is None else x.astype(dtype)
     if is_reference_mode():
-        return softmax_reference(x, axis)
-    return fused.Softmax.apply(x, axis=axis)
+        return softmax_reference(x, dim)
+    return fused.Softmax.apply(x, axis=dim)
 
 
-def log_softmax_reference(x: Tensor, axis: int = -1) -> Tensor:
+def log_softmax_reference(x: Tensor, dim: int = -1, **numpy_names) -> Tensor:
     """log softmax(x)_i = (x_i - m) - log sum_j e^(x_j - m)."""
-    shifted = x - x.amax(axis, keepdim=True).detach()
-    return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
+    dim, _ = _numpy_spellings("log_softmax", numpy_names, dim, -1)
+    shifted = x - x.amax(dim, keepdim=True).detach()
+    return shifted - shifted.exp().sum(dim, keepdim=True).log()
 
 
-def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """log softmax along ``axis`` (fused: ``fused.LogSoftmax``)."""
+def log_softmax(x: Tensor, dim: int = -1, dtype=None, **numpy_names) -> Tensor:
+    """log softmax along ``dim`` (``axis=`` also works) (fused: ``fused.LogSoftmax``)."""
+    dim, _ = _numpy_spellings("log_softmax", numpy_names, dim, -1)
+    x = x if dtype is None else x.astype(dtype)
     if is_reference_mode():
-        return log_softmax_reference(x, axis)
-    return fused.LogSoftmax.apply(x, axis=axis)
+        return log_softmax_reference(x, dim)
+    return fused.LogSoftmax.apply(x, axis=dim)
 
 
 def _target_array(targets, logits: Tensor):
@@ -68,14 +78,19 @@ def check_targets(targets, num_classes: int, ignore_index: int) -> None:
                          f"(targets must be in [0, {num_classes}) or ignore_index={ignore_index})")
 
 
-def cross_entropy_reference(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
-    """loss_n = -log softmax(logits_n)[target_n], averaged over targets != ignore_index."""
+def cross_entropy_reference(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean",
+                            label_smoothing: float = 0.0) -> Tensor:
+    """loss_n = -sum_c q_nc log softmax(logits_n)_c, averaged over targets != ignore_index, with
+    q_n = onehot(target_n) (1 - label_smoothing) + label_smoothing / C."""
     targets = _target_array(targets, logits)
     check_targets(targets, logits.shape[1], ignore_index)
     xp = logits.xp
     keep = targets != ignore_index
     rows = xp.arange(logits.shape[0])
-    picked = log_softmax_reference(logits, axis=-1)[rows, xp.where(keep, targets, 0)]
+    log_probs = log_softmax_reference(logits, dim=-1)
+    picked = log_probs[rows, xp.where(keep, targets, 0)]
+    if label_smoothing:
+        picked = (1.0 - label_smoothing) * picked + (label_smoothing / logits.shape[1]) * log_probs.sum(dim=1)
     losses = -picked * Tensor(keep.astype(logits.dtype))
     if reduction == "none":
         return losses
@@ -86,20 +101,38 @@ def cross_entropy_reference(logits: Tensor, targets, ignore_index: int = -100, r
     raise ValueError(f"cross_entropy: unknown reduction {reduction!r} (expected 'mean', 'sum' or 'none')")
 
 
-def cross_entropy(logits: Tensor, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
-    """Cross-entropy of logits (N, C) and integer targets (N,) (fused: ``fused.CrossEntropy``)."""
+def cross_entropy(logits: Tensor, targets, weight=None, ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of logits (N, C) and integer targets (N,) (fused: ``fused.CrossEntropy``), as torch's.
+
+    Logits (N, C, d1, ...) with targets (N, d1, ...) work too (C is moved last and the rest
+    flattened). Class weights (``weight``) and probability targets are not implemented.
+    """
+    if weight is not None:
+        raise NotImplementedError("cross_entropy: class weights (weight=) are not implemented")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if logits.ndim > 2:  # (N, C, d1, ...) -> (N * d1 * ..., C), the losses back to (N, d1, ...) at the end
+        spatial = (logits.shape[0],) + logits.shape[2:]
+        moved = logits.permute(0, *range(2, logits.ndim), 1).reshape(-1, logits.shape[1])
+        flat_targets = (targets if isinstance(targets, Tensor) else Tensor(logits.xp.asarray(targets))).reshape(-1)
+        loss = cross_entropy(moved, flat_targets, None, ignore_index, reduction, label_smoothing)
+        return loss.reshape(spatial) if reduction == "none" else loss
     if is_reference_mode():
-        return cross_entropy_reference(logits, targets, ignore_index, reduction)
+        return cross_entropy_reference(logits, targets, ignore_index, reduction, label_smoothing)
     targets = _target_array(targets, logits)
     check_targets(targets, logits.shape[1], ignore_index)
-    return fused.CrossEntropy.apply(logits, targets=targets, ignore_index=ignore_index, reduction=reduction)
+    return fused.CrossEntropy.apply(logits, targets=targets, ignore_index=ignore_index, reduction=reduction,
+                                    label_smoothing=float(label_smoothing))
 
 
-def layer_norm_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
-    """y = (x - mean) / sqrt(var + eps) * weight + bias, over the last axis (biased var)."""
-    mean = x.mean(axis=-1, keepdims=True)
+def layer_norm_reference(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
+                         eps: float = 1e-5) -> Tensor:
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, over the last len(normalized_shape) dims (biased var)."""
+    dims = tuple(range(-len(_shape_tuple(normalized_shape)), 0))
+    mean = x.mean(dims, keepdim=True)
     centered = x - mean
-    var = (centered * centered).mean(axis=-1, keepdims=True)
+    var = (centered * centered).mean(dims, keepdim=True)
     y = centered / (var + eps).sqrt()
     if weight is not None:
         y = y * weight
@@ -108,31 +141,57 @@ def layer_norm_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, 
     return y
 
 
-def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
-    """Layer norm over the last axis, weight and bias of shape (D,) optional (fused: ``fused.LayerNorm``)."""
-    if x.ndim == 0:
-        raise ValueError("layer_norm: input must have at least one axis (it normalizes the last), got a 0-d tensor")
+def _shape_tuple(shape) -> tuple:
+    return (int(shape),) if isinstance(shape, int) else tuple(int(side) for side in shape)
+
+
+def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """Layer norm over the last dims, ``normalized_shape`` (an int or a tuple: ``x.shape[-k:]``), as torch's;
+    weight and bias of that shape, optional (fused: ``fused.LayerNorm``, over one flattened last axis)."""
+    normalized_shape = _shape_tuple(normalized_shape)
+    if x.ndim < len(normalized_shape) or x.shape[x.ndim - len(normalized_shape):] != normalized_shape \
+            or not normalized_shape:
+        raise ValueError(f"layer_norm: normalized_shape {normalized_shape} must be the last dims of the input, "
+                         f"which has shape {x.shape}")
     for name, param in (("weight", weight), ("bias", bias)):
-        if param is not None and param.shape != x.shape[-1:]:
-            raise ValueError(f"layer_norm: {name} has shape {param.shape}, expected {x.shape[-1:]} "
-                             f"(the last axis of the input of shape {x.shape})")
+        if param is not None and param.shape != normalized_shape:
+            raise ValueError(f"layer_norm: {name} has shape {param.shape}, expected {normalized_shape} "
+                             f"(the last dims of the input of shape {x.shape})")
     if is_reference_mode():
-        return layer_norm_reference(x, weight, bias, eps)
+        return layer_norm_reference(x, normalized_shape, weight, bias, eps)
+    if len(normalized_shape) > 1:  # the fused op normalizes one last axis: flatten those dims into it
+        size = math.prod(normalized_shape)
+        leading = x.shape[:x.ndim - len(normalized_shape)]
+        flat_params = [None if p is None else p.reshape(size) for p in (weight, bias)]
+        return layer_norm(x.reshape(*leading, size), size, *flat_params, eps=eps).reshape(x.shape)
     # Only the parameters that exist become inputs of the op (a None is not a Tensor).
     params = [p for p in (weight, bias) if p is not None]
     return fused.LayerNorm.apply(x, *params, has_weight=weight is not None, has_bias=bias is not None, eps=eps)
 
 
-def gelu_reference(x: Tensor) -> Tensor:
-    """GELU, tanh approximation (GPT-2's): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return 0.5 * x * (1.0 + (fused.GELU_C * (x + fused.GELU_K * x * x * x)).tanh())
+def gelu_reference(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU: exact x Phi(x) = 0.5 x (1 + erf(x / sqrt(2))), or with ``approximate="tanh"`` (GPT-2's)
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    if _gelu_form(approximate) == "tanh":
+        return 0.5 * x * (1.0 + (fused.GELU_C * (x + fused.GELU_K * x * x * x)).tanh())
+    return 0.5 * x * (1.0 + Erf.apply(x * fused.SQRT_HALF))
 
 
-def gelu(x: Tensor) -> Tensor:
-    """GELU, tanh approximation (fused: ``fused.Gelu``)."""
+def _gelu_form(approximate: str) -> str:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return approximate
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU, exact by default as in torch (fused: ``fused.GeluErf``); ``approximate="tanh"`` is
+    GPT-2's tanh form (fused: ``fused.Gelu``)."""
     if is_reference_mode():
-        return gelu_reference(x)
-    return fused.Gelu.apply(x)
+        return gelu_reference(x, approximate)
+    if _gelu_form(approximate) == "tanh":
+        return fused.Gelu.apply(x)
+    return fused.GeluErf.apply(x)
 
 
 def split_heads_reference(qkv: Tensor, n_head: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -180,19 +239,46 @@ def _check_attention_shapes(q: Tensor, k: Tensor, v: Tensor) -> None:
                          "cannot be broadcast together") from None
 
 
-def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool = False) -> Tensor:
-    """softmax(q k^T / sqrt(D) [+ causal mask]) v (fused: ``fused.ScaledDotProductAttention``)."""
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None) -> Tensor:
+    """softmax(q k^T / sqrt(D) [+ causal mask]) v (fused: ``fused.ScaledDotProductAttention``), torch's signature.
+
+    The fused op has no mask, dropout or other scale: with any of those the spelled-out form runs.
+    """
+    if attn_mask is not None or dropout_p or scale is not None:
+        return _attention_spelled_out(q, k, v, attn_mask, dropout_p, is_causal, scale)
     if is_reference_mode():
         return scaled_dot_product_attention_reference(q, k, v, is_causal)
     _check_attention_shapes(q, k, v)
     return fused.ScaledDotProductAttention.apply(q, k, v, is_causal=is_causal)
 
 
+def _attention_spelled_out(q: Tensor, k: Tensor, v: Tensor, attn_mask, dropout_p: float, is_causal: bool,
+                           scale: float | None) -> Tensor:
+    """dropout(softmax(q k^T * scale + mask)) v; a bool ``attn_mask`` is True where attending is allowed."""
+    _check_attention_shapes(q, k, v)
+    if attn_mask is not None and is_causal:
+        raise ValueError("scaled_dot_product_attention: pass attn_mask or is_causal=True, not both (as torch)")
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    if is_causal:
+        attn_mask = q.xp.tril(q.xp.ones(scores.shape[-2:], dtype=bool))
+    if attn_mask is not None:
+        mask_array = attn_mask.data if isinstance(attn_mask, Tensor) else q.xp.asarray(attn_mask)
+        if mask_array.dtype == bool:
+            scores = scores.masked_fill(~mask_array, -math.inf)
+        else:  # a float mask is added to the scores
+            scores = scores + (attn_mask if isinstance(attn_mask, Tensor) else Tensor(mask_array))
+    return dropout(softmax_reference(scores, dim=-1), dropout_p) @ v
+
+
 # ------------------------------------------------------- no fused version
 # (one elementwise multiply or one gather already is a single fast op)
 
-def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
-    """Zero each element with probability p and scale the rest by 1/(1-p) (identity when not training)."""
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (identity when not training).
+
+    ``inplace=True`` is accepted for torch code and computes the same values into a new tensor.
+    """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
@@ -218,10 +304,108 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return LinearFunction.apply(x, weight, bias)
 
 
-def embedding(indices, weight: Tensor) -> Tensor:
-    """Rows of ``weight`` (num_embeddings, dim) picked by integer ``indices``."""
-    return embedding_lookup(indices, weight)
+def embedding(indices, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+    """Rows of ``weight`` (num_embeddings, dim) picked by integer ``indices``.
+
+    Lookups of ``padding_idx`` give its row but send it no gradient (they read a detached copy), as torch.
+    """
+    rows = embedding_lookup(indices, weight)
+    if padding_idx is None:
+        return rows
+    padding_idx = padding_idx % weight.shape[0]
+    is_padding = (indices.data if isinstance(indices, Tensor) else weight.xp.asarray(indices)) == padding_idx
+    return where(Tensor(is_padding[..., None]), rows.detach(), rows)
+
+
+def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None = None,
+               bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
+               eps: float = 1e-5) -> Tensor:
+    """y = (x - mean) / sqrt(var + eps) * weight + bias per channel C of x (N, C) or (N, C, L), as torch's.
+
+    Training: mean and (biased) var over the batch (and L); the running statistics, when given,
+    move towards them in place: r = (1 - momentum) r + momentum s, with the *unbiased* var.
+    Evaluation: the running statistics normalise.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: expected input (N, C) or (N, C, L), got shape {x.shape}")
+    channels = x.shape[1]
+    dims = (0,) + tuple(range(2, x.ndim))  # every dim but the channels
+    per_channel = (1, channels) + (1,) * (x.ndim - 2)  # (C,) statistics broadcast against x
+    for name, tensor in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                         ("bias", bias)):
+        if tensor is not None and tensor.shape != (channels,):
+            raise ValueError(f"batch_norm: {name} has shape {tensor.shape}, expected ({channels},) "
+                             f"for input of shape {x.shape}")
+    if training:
+        count = x.numel() // channels
+        if count <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input "
+                             f"of shape {x.shape}")
+        mean = x.mean(dims, keepdim=True)
+        var = ((x - mean) * (x - mean)).mean(dims, keepdim=True)
+        if running_mean is not None:
+            with no_grad():  # the running statistics are buffers, outside the graph
+                running_mean.mul_(1.0 - momentum).add_(momentum * mean.data.reshape(channels))
+                running_var.mul_(1.0 - momentum).add_(momentum * var.data.reshape(channels) * (count / (count - 1)))
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
+        mean, var = running_mean.reshape(per_channel), running_var.reshape(per_channel)
+    y = (x - mean) / (var + eps).sqrt()
+    if weight is not None:
+        y = y * weight.reshape(per_channel)
+    if bias is not None:
+        y = y + bias.reshape(per_channel)
+    return y
+
+
+def relu(x: Tensor, inplace: bool = False) -> Tensor:
+    """max(x, 0) (``inplace=True`` is accepted and computes a new tensor)."""
+    return x.relu()
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    return x.sigmoid()
+
+
+def tanh(x: Tensor) -> Tensor:
+    return x.tanh()
+
+
+def silu(x: Tensor, inplace: bool = False) -> Tensor:
+    """SiLU (swish): x sigmoid(x)."""
+    return x * x.sigmoid()
+
+
+def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
+    """Mean squared error (x - y)^2, averaged, summed or per element. The shapes must match
+    (torch would broadcast them with a warning; here that is an error, since it is nearly always a bug)."""
+    target = target if isinstance(target, Tensor) else Tensor(input.xp.asarray(target, dtype=input.dtype))
+    if target.shape != input.shape:
+        raise ValueError(f"mse_loss: input has shape {input.shape} but target has shape {target.shape}")
+    squared = (input - target) * (input - target)
+    if reduction == "mean":
+        return squared.mean()
+    if reduction == "sum":
+        return squared.sum()
+    if reduction == "none":
+        return squared
+    raise ValueError(f"mse_loss: unknown reduction {reduction!r} (expected 'mean', 'sum' or 'none')")
+
+
+def one_hot(indices, num_classes: int = -1) -> Tensor:
+    """int64 (..., num_classes) with a 1 at each index; ``num_classes=-1`` takes max + 1, as torch."""
+    ids = indices.data if isinstance(indices, Tensor) else numpy.asarray(indices)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: indices must be integers, got dtype {ids.dtype}")
+    xp = backend.xp_of(ids)
+    num_classes = int(ids.max()) + 1 if num_classes == -1 else num_classes
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
+        raise ValueError(f"one_hot: indices must be in [0, {num_classes}), got values from {int(ids.min())} "
+                         f"to {int(ids.max())}")
+    return Tensor((ids[..., None] == xp.arange(num_classes)).astype(numpy.int64))
 
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "dropout", "embedding", "linear",
-           "scaled_dot_product_attention", "where"]
+           "scaled_dot_product_attention", "batch_norm", "relu", "sigmoid", "tanh", "silu", "mse_loss", "one_hot",
+           "where"]

@@ -212,3 +212,27 @@ class Cast(Function):
 
     def backward(self, grad):
         return grad.astype(self.parents[0].dtype)
+
+
+class Clamp(Function):
+    """z = min(max(x, low), high)  (either bound may be None: no bound on that side).
+
+    dz/dx = 1 where low <= x <= high, else 0. At a bound the gradient passes,
+    as in PyTorch (finite differences there would give 1/2).
+    """
+
+    def forward(self, x, low=None, high=None):
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"clamp: min {low} is greater than max {high} (tensor of shape {x.shape})")
+        self.save_for_backward(x)
+        self.low, self.high = low, high
+        return xp_of(x).clip(x, low, high).astype(x.dtype, copy=False)
+
+    def backward(self, grad):
+        (x,) = self.saved_tensors
+        inside = xp_of(x).ones(x.shape, dtype=bool)
+        if self.low is not None:
+            inside &= x >= self.low
+        if self.high is not None:
+            inside &= x <= self.high
+        return grad * inside

@@ -133,6 +133,34 @@ class Cat(Function):
         return tuple(xp.split(grad, bounds, axis=self.axis))
 
 
+class Copy(Function):
+    """z = a copy of x in new memory (``clone``).   dL/dx = dL/dz."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, grad):
+        return grad
+
+
+class Roll(Function):
+    """z = x shifted cyclically by ``shifts`` along ``axes`` (None: over the flattened x).
+
+    Element i moves to i + shift (mod n), so dL/dx is dL/dz rolled back by -shift.
+    """
+
+    def forward(self, x, shifts, axes=None):
+        self.shifts, self.axes = shifts, axes
+        try:
+            return xp_of(x).roll(x, shifts, axis=axes)
+        except (ValueError, IndexError) as error:
+            raise ValueError(f"roll: shifts {shifts} and dims {axes} do not fit shape {x.shape} ({error})") from None
+
+    def backward(self, grad):
+        back = tuple(-s for s in self.shifts) if isinstance(self.shifts, tuple) else -self.shifts
+        return xp_of(grad).roll(grad, back, axis=self.axes)
+
+
 class ToDevice(Function):
     """z = x copied to another device.   dL/dx = dL/dz copied back."""
 
