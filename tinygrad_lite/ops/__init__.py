@@ -1,8 +1,8 @@
 """Primitive ops: each one a ``Function`` with its forward and backward side by side.
 
-* ``elementwise`` -- + - * / ** neg exp log sqrt tanh sigmoid relu abs, where, cast
+* ``elementwise`` -- + - * / ** neg exp log sqrt tanh sigmoid relu abs, where, cast, clamp
 * ``reduce``      -- sum, max
-* ``movement``    -- reshape, permute, expand, getitem, cat, to-device
+* ``movement``    -- reshape, permute, expand, getitem, cat, copy, roll, to-device
 * ``matmul``      -- (batched) matrix multiplication
 * ``indexing``    -- embedding lookup (gather) with a scatter-add backward
 
