@@ -1,6 +1,6 @@
 """Fused fast paths: composite ops as one ``Function`` with a hand-written backward.
 
-``functional.py`` builds softmax, cross-entropy, layer norm, GELU and attention
+``nn/functional.py`` builds softmax, cross-entropy, layer norm, GELU and attention
 from primitive ops, so autograd differentiates them for free -- but every
 primitive allocates its own output and saves its own inputs, and the graph has
 a dozen nodes per call. Each class here computes the same thing in one node:
@@ -13,7 +13,7 @@ a dozen nodes per call. Each class here computes the same thing in one node:
 Everything is computed in the input dtype: float32 in, float32 out and float32
 gradients. ``backward`` never writes into the arrays it saved (a graph kept
 with ``retain_graph=True`` may be walked twice) nor into the incoming ``grad``.
-The reference versions in ``functional.py`` are the specification; the tests
+The reference versions in ``nn/functional.py`` are the specification; the tests
 check that both agree.
 
 The array code of each op here is its math, plainly. Where a faster way
@@ -330,7 +330,7 @@ class LayerNorm(Function):
 
 # --------------------------------------------------------------------- GELU
 
-GELU_C = math.sqrt(2.0 / math.pi)  # GELU's constants, for every twin (functional.py, gpt/generation.py)
+GELU_C = math.sqrt(2.0 / math.pi)  # GELU's constants, for every twin (nn/functional.py, gpt/generation.py)
 GELU_K = 0.044715
 
 

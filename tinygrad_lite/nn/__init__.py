@@ -14,7 +14,12 @@ order the attributes were assigned, so
 has the parameters ``fc.weight, fc.bias, proj.weight, proj.bias``, the same
 dotted names PyTorch gives, so ``state_dict()`` files can be compared with
 (and loaded from) PyTorch checkpoints. A list of layers must be wrapped in
-``nn.ModuleList`` (its children are named ``0, 1, 2, ...``).
+``nn.ModuleList`` (its children are named ``0, 1, 2, ...``), a dict in
+``nn.ModuleDict``; assigning a plain one is a TypeError. Tensors that are
+state but not weights are registered with ``register_buffer``.
+
+The functional ops are in ``nn/functional.py`` (``from tinygrad_lite.nn import
+functional as F``), the initialisers in ``nn/init.py``.
 """
 from __future__ import annotations
 
