@@ -273,6 +273,14 @@ def smoothed_cross_entropy_case(draw):
 
 
 @st.composite
+def pad_case(draw):
+    a = draw(unary(min_dims=1)).arrays[0]
+    pad = tuple(draw(st.lists(st.integers(0, 2), min_size=1, max_size=2 * min(a.ndim, 2)).filter(
+        lambda p: len(p) % 2 == 0)))
+    return Case([a], {"pad": pad, "value": draw(st.sampled_from([None, 1.5]))})
+
+
+@st.composite
 def mse_case(draw):
     shape = draw(shapes(min_dims=0))
     return Case([draw(array(shape)), draw(array(shape))], {"reduction": draw(st.sampled_from(["mean", "sum", "none"]))})
@@ -422,6 +430,8 @@ OPS: list[OpRow] = [
     OpRow("mse_loss", lambda a, b, reduction: F.mse_loss(a, b, reduction=reduction),
           lambda a, b, reduction: TF.mse_loss(a, b, reduction=reduction), mse_case()),
     OpRow("silu", F.silu, TF.silu, unary()),
+    OpRow("pad", lambda a, pad, value: F.pad(a, pad, value=value), lambda a, pad, value: TF.pad(a, pad, value=value),
+          pad_case()),
     OpRow("erf", lambda a: Erf.apply(a), torch.erf, unary()),
     OpRow("layer_norm_2d_shape", lambda x, w, b: F.layer_norm(x.reshape(-1, 2, 2), (2, 2), w.reshape(2, 2),
                                                               b.reshape(2, 2)),

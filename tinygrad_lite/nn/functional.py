@@ -23,7 +23,7 @@ from .. import backend, fused
 from ..autograd import is_reference_mode, no_grad
 from ..ops.matmul import Linear as LinearFunction
 from ..ops.elementwise import Erf
-from ..tensor import Tensor, _numpy_spellings, embedding_lookup, where
+from ..tensor import Tensor, _numpy_spellings, cat, embedding_lookup, where
 
 
 def softmax_reference(x: Tensor, dim: int = -1, **numpy_names) -> Tensor:
@@ -393,6 +393,27 @@ def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
     raise ValueError(f"mse_loss: unknown reduction {reduction!r} (expected 'mean', 'sum' or 'none')")
 
 
+def pad(x: Tensor, pad: tuple, mode: str = "constant", value: float | None = None) -> Tensor:
+    """Pad with a constant, as torch: ``pad = (last_before, last_after, second_last_before, ...)``.
+
+    Built from ``cat`` with constant blocks, so the gradient is the matching slice of the upstream one.
+    """
+    if mode != "constant":
+        raise NotImplementedError(f"pad: only mode='constant' is implemented, got {mode!r}")
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ValueError(f"pad: expected pairs (before, after) for at most {x.ndim} dims, got {tuple(pad)}")
+    if any(int(amount) < 0 for amount in pad):
+        raise NotImplementedError(f"pad: negative padding (cropping) is not implemented, got {tuple(pad)}")
+    for pair in range(len(pad) // 2):
+        dim = x.ndim - 1 - pair  # the first pair pads the last dim
+        blocks = []
+        for amount in (int(pad[2 * pair]), int(pad[2 * pair + 1])):
+            shape = x.shape[:dim] + (amount,) + x.shape[dim + 1:]
+            blocks.append(Tensor(x.xp.full(shape, 0.0 if value is None else value, dtype=x.dtype)))
+        x = cat([block for block in (blocks[0], x, blocks[1]) if block.shape[dim] > 0], dim=dim)
+    return x
+
+
 def one_hot(indices, num_classes: int = -1) -> Tensor:
     """int64 (..., num_classes) with a 1 at each index; ``num_classes=-1`` takes max + 1, as torch."""
     ids = indices.data if isinstance(indices, Tensor) else numpy.asarray(indices)
@@ -408,4 +429,4 @@ def one_hot(indices, num_classes: int = -1) -> Tensor:
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "layer_norm", "gelu", "dropout", "embedding", "linear",
            "scaled_dot_product_attention", "batch_norm", "relu", "sigmoid", "tanh", "silu", "mse_loss", "one_hot",
-           "where"]
+           "pad", "where"]
