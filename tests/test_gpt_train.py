@@ -295,6 +295,7 @@ def test_sampling_from_a_checkpoint(small_text, tmp_path):
     assert sample.text.startswith("ROMEO:") and sample.new_tokens == 30
     assert sample_text(model, tokenizer, "ROMEO:", max_new_tokens=30, seed=3).text == sample.text
     assert sample_text(model, tokenizer, "ROMEO:", 30, seed=3, use_cache=False).text == sample.text
+    assert sample_text(model, tokenizer, "ROMEO:", 30, seed=3, decoder="folded").text == sample.text
     with pytest.raises(ValueError, match="not in the vocabulary"):
         encode_prompt(tokenizer, "ROMEO: \u00e9")
 
@@ -320,6 +321,11 @@ def test_example_scripts(small_text, tmp_path, capsys):
 
     assert sample_script.main(["--out-dir", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "20"]) == 0
     assert capsys.readouterr().out.startswith("ROMEO:")
+    assert sample_script.main(["--out-dir", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "20",
+                               "--compare-cache"]) == 0
+    captured = capsys.readouterr()
+    texts = captured.out.split("ROMEO:")[1:]  # modules, folded, no cache: the same text
+    assert len(texts) == 3 and texts[0] == texts[1] == texts[2] and "decoder folded" in captured.err
     assert sample_script.main(["--out-dir", str(out), "--prompt", "\u00e9"]) == 1
     assert "not in the vocabulary" in capsys.readouterr().err
     (out / "last.json").write_text("{ broken")
