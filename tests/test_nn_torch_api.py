@@ -398,3 +398,13 @@ def test_register_buffer_checks_its_value_and_module_dict_its_items():
         nn.ModuleDict({"x": 3})
     with pytest.raises(AttributeError, match="no attribute or key 'missing'"):
         nn.ModuleDict().missing
+
+
+def test_buffers_stay_the_same_objects_through_to_and_pad_checks_its_arguments():
+    model = Net()
+    buffers = list(model.buffers())
+    assert model.to("cpu") is model and all(a is b for a, b in zip(buffers, model.buffers()))
+    with pytest.raises(NotImplementedError, match="only mode='constant'"):
+        F.pad(tl.ones(2, 2), (1, 1), mode="reflect")
+    with pytest.raises(ValueError, match=r"pad: expected pairs \(before, after\) for at most 1 dims"):
+        F.pad(tl.ones(2), (1, 1, 1, 1))
