@@ -143,7 +143,7 @@ def step_torch(model, optimizer, x, y, device: str) -> float:
 def flops_per_step(name: str, model) -> float:
     """nanoGPT's estimate: 6 N per token for the weights plus 12 L H Q T for attention, x3 for fwd+bwd."""
     n_layer, n_head, n_embd, block_size, batch, _ = CONFIGS[name]
-    n_params = sum(p.size for p in model.parameters()) - block_size * n_embd  # without position embeddings
+    n_params = sum(p.numel() for p in model.parameters()) - block_size * n_embd  # without position embeddings
     per_token = 6 * n_params + 12 * n_layer * n_head * (n_embd // n_head) * block_size
     return per_token * batch * block_size
 

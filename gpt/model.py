@@ -190,9 +190,9 @@ class GPT(nn.Module):
         nanoGPT reports the count without the position embeddings
         (``include_position_embeddings=False``); GPT-2 small has 124M with them.
         """
-        total = sum(p.size for p in self.parameters())
+        total = sum(p.numel() for p in self.parameters())
         if not include_position_embeddings:
-            total -= self.wpe.weight.size
+            total -= self.wpe.weight.numel()
         return total
 
     def param_counts(self) -> dict[str, int]:
@@ -213,7 +213,7 @@ class GPT(nn.Module):
             else:  # a parameter this table does not know about must still be counted somewhere
                 group = name
                 groups.setdefault(group, 0)
-            groups[group] += param.size
+            groups[group] += param.numel()
         return groups
 
     def param_table(self) -> str:

@@ -89,6 +89,25 @@ def with_axis(draw, distinct=False, min_dims=1):
     return Case([a], {"axis": axis, "keepdims": draw(st.booleans())})
 
 
+@st.composite
+def apart_pair(draw):
+    """Two broadcasting arrays whose values differ by at least 0.15 (no near-ties for maximum/minimum)."""
+    shape_a, shape_b = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=3, max_side=4)).input_shapes
+    steps = st.integers(-10, 10)
+    a = draw(hnp.arrays(np.int64, shape_a, elements=steps)) * 0.3
+    b = draw(hnp.arrays(np.int64, shape_b, elements=steps)) * 0.3 + 0.15
+    return Case([a, b])
+
+
+@st.composite
+def with_dim(draw):
+    """Distinct values (a unique winner for max/min), one int dim and keepdim."""
+    shape = draw(shapes(min_dims=1))
+    order = draw(st.permutations(range(int(np.prod(shape)))))
+    a = (np.array(order, dtype=np.float64) * 0.3 - 1.0).reshape(shape)
+    return Case([a], {"dim": draw(st.integers(-len(shape), len(shape) - 1)), "keepdim": draw(st.booleans())})
+
+
 def torch_axis(axis, ndim):
     return tuple(range(ndim)) if axis is None else axis
 
@@ -384,12 +403,18 @@ OPS: list[OpRow] = [
     OpRow("var", lambda a, axis, keepdims: a.var(axis=axis, keepdims=keepdims),
           lambda a, axis, keepdims: a.var(dim=torch_axis(axis, a.ndim), keepdim=keepdims),
           with_axis().filter(lambda c: _axis_count(c) > 1)),
-    OpRow("max", lambda a, axis, keepdims: a.max(axis=axis, keepdims=keepdims),
+    OpRow("amax", lambda a, axis, keepdims: a.amax(axis=axis, keepdims=keepdims),
           lambda a, axis, keepdims: torch.amax(a, dim=torch_axis(axis, a.ndim), keepdim=keepdims),
           with_axis(distinct=True)),
-    OpRow("min", lambda a, axis, keepdims: a.min(axis=axis, keepdims=keepdims),
+    OpRow("amin", lambda a, axis, keepdims: a.amin(axis=axis, keepdims=keepdims),
           lambda a, axis, keepdims: torch.amin(a, dim=torch_axis(axis, a.ndim), keepdim=keepdims),
           with_axis(distinct=True)),
+    OpRow("max", lambda a, dim, keepdim: a.max(dim, keepdim).values,
+          lambda a, dim, keepdim: a.max(dim, keepdim).values, with_dim()),
+    OpRow("min", lambda a, dim, keepdim: a.min(dim=dim, keepdim=keepdim).values,
+          lambda a, dim, keepdim: a.min(dim=dim, keepdim=keepdim).values, with_dim()),
+    OpRow("maximum", lambda a, b: a.max(b), torch.maximum, apart_pair()),
+    OpRow("minimum", lambda a, b: a.min(b), torch.minimum, apart_pair()),
     OpRow("reshape", lambda a, shape: a.reshape(shape), lambda a, shape: a.reshape(shape), reshape_case()),
     OpRow("permute", lambda a, axes: a.permute(*axes), lambda a, axes: a.permute(*axes), permute_case()),
     OpRow("transpose", lambda x, a, b: x.transpose(a, b), lambda x, a, b: x.transpose(a, b), transpose_case()),

@@ -334,7 +334,7 @@ def test_inplace_on_leaf_needs_no_grad_like_an_optimizer_step():
 def test_max_splits_gradient_among_ties_like_torch_amax():
     values = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]])
     x = Tensor(values, requires_grad=True)
-    x.max(axis=1).sum().backward()
+    x.amax(axis=1).sum().backward()
     t = torch.tensor(values, requires_grad=True)
     torch.amax(t, dim=1).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy())

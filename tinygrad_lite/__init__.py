@@ -33,7 +33,10 @@ _sys.modules[__name__ + ".functional"] = functional
 from .graph import draw_graph, print_graph  # noqa: E402
 from .serialization import load, save  # noqa: E402
 
+# dtypes, with torch's names (numpy types: x.dtype == tl.float32 holds)
 float16, float32, float64 = _numpy.float16, _numpy.float32, _numpy.float64
 int32, int64, bool_ = _numpy.int32, _numpy.int64, _numpy.bool_
+half, float, double = float16, float32, float64  # noqa: A001 -- torch's names shadow builtins here only
+int, long, bool = int32, int64, bool_  # noqa: A001
 
 __version__ = "0.1.0"

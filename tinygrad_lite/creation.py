@@ -120,8 +120,23 @@ def randint_like(t: Tensor, low: int, high: int | None = None, dtype=None, devic
 
 
 def tensor(data, dtype=None, device: str | None = None, requires_grad: bool = False) -> Tensor:
-    """Like ``Tensor(...)``; kept for readers used to ``torch.tensor``."""
-    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+    """A new tensor holding a copy of ``data``, with torch.tensor's dtypes.
+
+    Python ints (and nested lists of them) become int64, floats float32, bools bool;
+    numpy/cupy arrays, numpy scalars and tensors keep their dtype (a float64 array stays float64).
+    ``Tensor(data)`` differs on purpose, as torch.Tensor does: Python numbers become float32.
+    """
+    data = data.data if isinstance(data, Tensor) else data
+    if isinstance(data, (numpy.ndarray, numpy.generic)) or backend.is_cuda(data):
+        array = data.copy()
+    else:
+        array = numpy.array(data)
+        torch_kinds = {"b": numpy.bool_, "i": numpy.int64, "u": numpy.int64, "f": numpy.float32, "c": numpy.complex64}
+        if array.dtype.kind not in torch_kinds:
+            raise TypeError(f"tensor(): cannot make a tensor from {type(data).__name__} "
+                            f"(numpy reads it as dtype {array.dtype}); expected numbers or nested lists of numbers")
+        array = array.astype(torch_kinds[array.dtype.kind] if dtype is None else dtype)
+    return Tensor(array, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def empty(*shape, dtype=numpy.float32, device: str = "cpu", requires_grad: bool = False) -> Tensor:

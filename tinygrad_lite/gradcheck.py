@@ -55,8 +55,8 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     # Numeric: nudge each element both ways.
     for which, (t, grad) in enumerate(zip(checked, analytic)):
         flat = t.data.reshape(-1)  # a view: writing it changes t
-        numeric = numpy.zeros(t.size)
-        for i in range(t.size):
+        numeric = numpy.zeros(t.numel())
+        for i in range(t.numel()):
             original = float(flat[i])
             flat[i] = original + eps
             plus = weighted_output()

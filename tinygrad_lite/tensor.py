@@ -1,14 +1,21 @@
 """``Tensor``: an n-dimensional array that remembers how it was computed.
 
 A Tensor wraps a backend array (``.data``, numpy on the CPU, cupy on the GPU).
-When it comes out of an op and gradients are wanted it also holds ``_ctx``,
-the ``Function`` that created it; those links are the autograd graph.
-Every method here is a thin call into one op in ``tinygrad_lite.ops`` (or a
-short composition of them), so the graph is built from primitives only.
+When it comes out of an op and gradients are wanted it also holds ``_ctx``
+(public name: ``grad_fn``), the ``Function`` that created it; those links are
+the autograd graph. Every method here is a thin call into one op in
+``tinygrad_lite.ops`` (or a short composition of them), so the graph is built
+from primitives only.
+
+The spellings are PyTorch's: ``dim=``/``keepdim=``, ``x.size()`` (a method,
+returning ``Size``), ``x.max(dim)`` giving ``(values, indices)``. NumPy's
+``axis=``/``keepdims=`` are accepted too (``_numpy_spellings`` folds them in).
 """
 from __future__ import annotations
 
+import difflib
 import numbers
+from typing import NamedTuple
 
 import numpy
 
@@ -20,6 +27,53 @@ from .ops import indexing, matmul, movement, reduce
 
 def _float_dtype_of_python_values(dtype):
     return numpy.dtype(dtype) if dtype is not None else numpy.dtype(numpy.float32)
+
+
+class Size(tuple):
+    """A shape, as ``x.size()`` returns it: a plain tuple (like torch.Size), so ``B, T, C = x.size()`` works."""
+
+    def numel(self) -> int:
+        return int(numpy.prod(self, dtype=numpy.int64))
+
+    def __repr__(self) -> str:
+        return f"tl.Size({list(self)})"
+
+
+class ValuesIndices(NamedTuple):
+    """What ``max``/``min`` along a dim return, as torch.return_types.max: ``values, indices = x.max(1)``."""
+
+    values: "Tensor"
+    indices: "Tensor"
+
+
+# NumPy's keyword -> the torch keyword it stands for
+NUMPY_SPELLINGS = {"axis": "dim", "keepdims": "keepdim"}
+
+
+def _numpy_spellings(op: str, numpy_names: dict, dim, dim_default=None, keepdim=None):
+    """``(dim, keepdim)`` with NumPy's ``axis=``/``keepdims=`` (in ``numpy_names``) taken as torch's.
+
+    ``numpy_names`` is what the op got in its ``**numpy_names``: empty in the usual call.
+    ``keepdim=None`` means the op takes no keepdim. ``dim`` counts as given when it is not
+    ``dim_default``. Any other keyword is a TypeError that names the torch keyword meant.
+    """
+    if not numpy_names:
+        return dim, keepdim
+    for name, value in numpy_names.items():
+        if name == "axis" and dim is not None and dim != dim_default:
+            raise TypeError(f"{op}() got both dim={dim!r} and axis={value!r}; pass only dim")
+        if name == "keepdims" and keepdim:
+            raise TypeError(f"{op}() got both keepdim and keepdims; pass only keepdim")
+        if name == "axis":
+            dim = value
+        elif name == "keepdims" and keepdim is not None:
+            keepdim = value
+        else:
+            known = ("dim", "axis") if keepdim is None else ("dim", "axis", "keepdim", "keepdims")
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean '{NUMPY_SPELLINGS.get(close[0], close[0])}'?" if close else ""
+            raise TypeError(f"{op}() got an unexpected keyword argument '{name}'{hint}")
+    return dim, keepdim
 
 
 class Tensor:
@@ -75,9 +129,17 @@ class Tensor:
     def dtype(self):
         return self._data.dtype
 
-    @property
-    def size(self) -> int:
-        return int(self._data.size)
+    def size(self, dim: int | None = None):
+        """The shape as a ``Size`` (a tuple), or its length along ``dim`` (negative counts from the end).
+
+        ``size`` is this method, as in torch; NumPy's ``array.size`` (the element count) is ``numel()``.
+        """
+        if dim is None:
+            return Size(self._data.shape)
+        if not -self.ndim <= dim < self.ndim:
+            raise IndexError(f"size(): dim {dim} is out of range for a tensor with {self.ndim} dimensions "
+                             f"(shape {self.shape})")
+        return self._data.shape[dim]
 
     @property
     def device(self) -> str:
@@ -88,22 +150,34 @@ class Tensor:
         return self._ctx is None
 
     @property
+    def grad_fn(self):
+        """The Function that made this tensor in the graph (None for leaves), as torch's ``grad_fn``."""
+        return self._ctx
+
+    @property
     def xp(self):
         """The array module (numpy or cupy) of this tensor's device."""
         return backend.get_xp(self.device)
 
     def numel(self) -> int:
-        return self.size
+        """The number of elements (NumPy's ``array.size``)."""
+        return int(self._data.size)
 
     def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
+    def __iter__(self):
+        """``for row in x`` yields x[0], x[1], ... (differentiable views), as torch does."""
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
     def __repr__(self) -> str:
         extras = ""
         if self._ctx is not None:
-            extras = f", grad_fn={type(self._ctx).__name__}"
+            extras = f", grad_fn={self._ctx!r}"
         elif self.requires_grad:
             extras = ", requires_grad=True"
         device = "" if self.device == "cpu" else f", device='{self.device}'"
@@ -116,12 +190,18 @@ class Tensor:
         return backend.to_numpy(self._data)
 
     def item(self):
-        if self.size != 1:
+        if self.numel() != 1:
             raise ValueError(f"item(): only one-element tensors can be converted, this one has shape {self.shape}")
         return self.numpy().reshape(()).item()
 
     def tolist(self):
         return self.numpy().tolist()
+
+    def __int__(self) -> int:  # int(x), float(x) of a one-element tensor, as torch
+        return int(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
 
     def detach(self) -> "Tensor":
         """The same values, cut from the graph (shares the array; no grad)."""
@@ -143,12 +223,20 @@ class Tensor:
             self._retains_grad = True
         return self
 
-    def to(self, device: str) -> "Tensor":
-        """This tensor on ``device`` ('cpu' or 'cuda'); differentiable."""
-        device = backend.check_device(device)
-        if device == self.device:
-            return self
-        return movement.ToDevice.apply(self, device=device)
+    def to(self, *args, dtype=None, device: str | None = None) -> "Tensor":
+        """This tensor with another device and/or dtype, as torch: ``to('cuda')``, ``to(tl.float64)``,
+        ``to(other)`` (its device and dtype), ``to('cpu', tl.long)``; differentiable (float dtypes)."""
+        for arg in args:
+            if isinstance(arg, Tensor):
+                device, dtype = arg.device, arg.dtype
+            elif isinstance(arg, str):
+                device = arg
+            else:
+                dtype = arg
+        out = self if dtype is None else self.astype(dtype)
+        if device is None or backend.check_device(device) == out.device:
+            return out
+        return movement.ToDevice.apply(out, device=backend.check_device(device))
 
     def cpu(self) -> "Tensor":
         return self.to("cpu")
@@ -157,10 +245,19 @@ class Tensor:
         return self.to("cuda")
 
     def astype(self, dtype) -> "Tensor":
-        """A copy with another dtype; differentiable between float dtypes."""
-        if numpy.dtype(dtype) == self.dtype:
+        """A copy with another dtype; differentiable between float dtypes (to ints or bool it leaves the graph)."""
+        try:
+            dtype = numpy.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"astype/to: {dtype!r} is not a dtype (expected e.g. tl.float32 or tl.long)") from None
+        if dtype == self.dtype:
             return self
-        return ew.Cast.apply(self, dtype=numpy.dtype(dtype))
+        if dtype.kind not in "fc":
+            return Tensor(self._data.astype(dtype))
+        return ew.Cast.apply(self, dtype=dtype)
+
+    def type_as(self, other: "Tensor") -> "Tensor":
+        return self.astype(other.dtype)
 
     def float(self) -> "Tensor":
         return self.astype(numpy.float32)
@@ -168,8 +265,17 @@ class Tensor:
     def double(self) -> "Tensor":
         return self.astype(numpy.float64)
 
+    def half(self) -> "Tensor":
+        return self.astype(numpy.float16)
+
     def long(self) -> "Tensor":
         return self.astype(numpy.int64)
+
+    def int(self) -> "Tensor":  # int32, as torch's .int()
+        return self.astype(numpy.int32)
+
+    def bool(self) -> "Tensor":
+        return self.astype(numpy.bool_)
 
     # -------------------------------------------------------------- backward
     def backward(self, gradient=None, retain_graph: bool = False) -> None:
@@ -182,7 +288,7 @@ class Tensor:
             raise RuntimeError("backward(): this tensor does not require grad and has no graph "
                                "(was it computed under no_grad(), or from tensors without requires_grad=True?)")
         if gradient is None:
-            if self.size != 1:
+            if self.numel() != 1:
                 raise RuntimeError(f"backward(): gradient can be left out only for a one-element tensor, "
                                    f"this one has shape {self.shape}; pass gradient= of the same shape")
             gradient = self.xp.ones(self.shape, dtype=self.dtype)
@@ -335,7 +441,7 @@ class Tensor:
     __hash__ = object.__hash__  # tensors are hashed by identity (dict keys, sets)
 
     def __bool__(self) -> bool:
-        if self.size != 1:
+        if self.numel() != 1:
             raise RuntimeError(f"the truth value of a tensor of shape {self.shape} is ambiguous; use .any() or .all()")
         return bool(self.item())
 
@@ -372,43 +478,76 @@ class Tensor:
 
         return gelu(self, approximate)
 
-    def softmax(self, axis: int = -1):
+    def softmax(self, dim: int = -1, **numpy_names):
         from .functional import softmax  # noqa: PLC0415
 
-        return softmax(self, axis=axis)
+        dim, _ = _numpy_spellings("softmax", numpy_names, dim, -1)
+        return softmax(self, dim)
 
-    def log_softmax(self, axis: int = -1):
+    def log_softmax(self, dim: int = -1, **numpy_names):
         from .functional import log_softmax  # noqa: PLC0415
 
-        return log_softmax(self, axis=axis)
+        dim, _ = _numpy_spellings("log_softmax", numpy_names, dim, -1)
+        return log_softmax(self, dim)
 
     # ------------------------------------------------------------ reductions
-    def sum(self, axis=None, keepdims: bool = False):
-        return reduce.Sum.apply(self, axis=axis, keepdims=keepdims)
+    # ``dim`` is an int, a tuple of ints, or None (all dims).
+    def sum(self, dim=None, keepdim: bool = False, **numpy_names):
+        dim, keepdim = _numpy_spellings("sum", numpy_names, dim, keepdim=keepdim)
+        return reduce.Sum.apply(self, axis=dim, keepdims=keepdim)
 
-    def mean(self, axis=None, keepdims: bool = False):
-        axes = reduce.normalize_axis(axis, self.ndim, "mean")
+    def mean(self, dim=None, keepdim: bool = False, **numpy_names):
+        dim, keepdim = _numpy_spellings("mean", numpy_names, dim, keepdim=keepdim)
+        axes = reduce.normalize_axis(dim, self.ndim, "mean")
         count = int(numpy.prod([self.shape[a] for a in axes])) if axes else 1
-        return self.sum(axis=axis, keepdims=keepdims) / count
+        return self.sum(dim, keepdim) / count
 
-    def var(self, axis=None, keepdims: bool = False, correction: int = 1):
-        """Variance; ``correction=1`` (the default, as in torch) divides by n - 1."""
-        axes = reduce.normalize_axis(axis, self.ndim, "var")
+    def var(self, dim=None, keepdim: bool = False, correction: int = 1, unbiased: bool | None = None,
+            **numpy_names):
+        """Variance; ``correction=1`` (the default, as in torch) divides by n - 1; ``unbiased=False`` is correction 0."""
+        dim, keepdim = _numpy_spellings("var", numpy_names, dim, keepdim=keepdim)
+        correction = correction if unbiased is None else int(unbiased)
+        axes = reduce.normalize_axis(dim, self.ndim, "var")
         count = int(numpy.prod([self.shape[a] for a in axes])) if axes else 1
-        centered = self - self.mean(axis=axis, keepdims=True)
-        return (centered * centered).sum(axis=axis, keepdims=keepdims) / max(count - correction, 0)
+        centered = self - self.mean(dim, keepdim=True)
+        return (centered * centered).sum(dim, keepdim) / max(count - correction, 0)
 
-    def max(self, axis=None, keepdims: bool = False):
-        return reduce.Max.apply(self, axis=axis, keepdims=keepdims)
+    def amax(self, dim=None, keepdim: bool = False, **numpy_names):
+        """The largest values over ``dim`` (several dims allowed); ties share the gradient, as torch.amax."""
+        dim, keepdim = _numpy_spellings("amax", numpy_names, dim, keepdim=keepdim)
+        return reduce.Max.apply(self, axis=dim, keepdims=keepdim)
 
-    def min(self, axis=None, keepdims: bool = False):
-        return -((-self).max(axis=axis, keepdims=keepdims))
+    def amin(self, dim=None, keepdim: bool = False, **numpy_names):
+        dim, keepdim = _numpy_spellings("amin", numpy_names, dim, keepdim=keepdim)
+        return -((-self).amax(dim, keepdim))
 
-    def argmax(self, axis=None, keepdims: bool = False):
-        return Tensor(self.xp.argmax(self._data, axis=axis, keepdims=keepdims))
+    def max(self, dim=None, keepdim: bool = False, **numpy_names):
+        """As torch: ``x.max()`` the largest value; ``x.max(dim)`` a ``(values, indices)`` pair;
+        ``x.max(other)`` the elementwise maximum."""
+        if isinstance(dim, Tensor):
+            return maximum(self, dim)
+        dim, keepdim = _numpy_spellings("max", numpy_names, dim, keepdim=keepdim)
+        if dim is None:
+            return self.amax()
+        return _values_at(self, dim, keepdim, "max")
 
-    def argmin(self, axis=None, keepdims: bool = False):
-        return Tensor(self.xp.argmin(self._data, axis=axis, keepdims=keepdims))
+    def min(self, dim=None, keepdim: bool = False, **numpy_names):
+        """As ``max``: the smallest value, ``(values, indices)`` along ``dim``, or the elementwise minimum."""
+        if isinstance(dim, Tensor):
+            return minimum(self, dim)
+        dim, keepdim = _numpy_spellings("min", numpy_names, dim, keepdim=keepdim)
+        if dim is None:
+            return self.amin()
+        return _values_at(self, dim, keepdim, "min")
+
+    def argmax(self, dim=None, keepdim: bool = False, **numpy_names):
+        """The index of the largest value (int64; the first of ties), over all elements or along ``dim``."""
+        dim, keepdim = _numpy_spellings("argmax", numpy_names, dim, keepdim=keepdim)
+        return Tensor(self.xp.argmax(self._data, axis=dim, keepdims=keepdim).astype(numpy.int64, copy=False))
+
+    def argmin(self, dim=None, keepdim: bool = False, **numpy_names):
+        dim, keepdim = _numpy_spellings("argmin", numpy_names, dim, keepdim=keepdim)
+        return Tensor(self.xp.argmin(self._data, axis=dim, keepdims=keepdim).astype(numpy.int64, copy=False))
 
     # -------------------------------------------------------------- shapes
     def reshape(self, *shape):
@@ -420,33 +559,37 @@ class Tensor:
     def view(self, *shape):
         return self.reshape(*shape)
 
-    def flatten(self, start_axis: int = 0, end_axis: int = -1):
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = start_axis % self.ndim, end_axis % self.ndim
+        start, end = start_dim % self.ndim, end_dim % self.ndim
         merged = int(numpy.prod(self.shape[start:end + 1]))
         return self.reshape(self.shape[:start] + (merged,) + self.shape[end + 1:])
 
-    def permute(self, *axes):
-        return movement.Permute.apply(self, axes=_shape_arg(axes))
+    def permute(self, *dims):
+        return movement.Permute.apply(self, axes=_shape_arg(dims))
 
-    def transpose(self, axis0: int = -2, axis1: int = -1):
-        axes = list(range(self.ndim))
-        axes[axis0], axes[axis1] = axes[axis1], axes[axis0]
-        return self.permute(*axes)
+    def transpose(self, dim0: int = -2, dim1: int = -1):
+        dims = list(range(self.ndim))
+        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+        return self.permute(*dims)
 
     @property
     def T(self):
         return self.permute(*reversed(range(self.ndim)))
 
-    def unsqueeze(self, axis: int):
-        axis = axis % (self.ndim + 1)
-        return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
+    def unsqueeze(self, dim: int | None = None, **numpy_names):
+        dim, _ = _numpy_spellings("unsqueeze", numpy_names, dim)
+        if dim is None:
+            raise TypeError("unsqueeze() missing required argument 'dim'")
+        dim = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
-    def squeeze(self, axis=None):
-        if axis is None:
+    def squeeze(self, dim=None, **numpy_names):
+        dim, _ = _numpy_spellings("squeeze", numpy_names, dim)
+        if dim is None:
             return self.reshape(tuple(n for n in self.shape if n != 1))
-        axes = reduce.normalize_axis(axis, self.ndim, "squeeze")
+        axes = reduce.normalize_axis(dim, self.ndim, "squeeze")
         return self.reshape(tuple(n for i, n in enumerate(self.shape) if not (i in axes and n == 1)))
 
     def expand(self, *shape):
@@ -465,8 +608,9 @@ class Tensor:
         mask = mask if isinstance(mask, Tensor) else Tensor(mask, device=self.device)
         return where(mask, self._coerce(value), self)
 
-    def split(self, split_size_or_sections, axis: int = 0):
+    def split(self, split_size_or_sections, dim: int = 0, **numpy_names):
         """Pieces of size ``split_size`` (the last may be smaller), or of the listed sizes."""
+        axis, _ = _numpy_spellings("split", numpy_names, dim, 0)
         length = self.shape[axis]
         if isinstance(split_size_or_sections, int):
             if split_size_or_sections <= 0:
@@ -480,10 +624,10 @@ class Tensor:
             raise ValueError(f"split: sizes must not be negative, got {sizes}")
         return movement.Split.apply(self, sizes=tuple(sizes), axis=axis % self.ndim)
 
-    def chunk(self, chunks: int, axis: int = 0):
+    def chunk(self, chunks: int, dim: int = 0, **numpy_names):
         """``chunks`` pieces of equal size (the last may be smaller), like torch.chunk."""
-        length = self.shape[axis]
-        return self.split(-(-length // chunks), axis=axis)
+        dim, _ = _numpy_spellings("chunk", numpy_names, dim, 0)
+        return self.split(-(-self.shape[dim] // chunks), dim)
 
 
 # ---------------------------------------------------------------- helpers
@@ -538,6 +682,41 @@ def _matmul(x: Tensor, y: Tensor) -> Tensor:
     return out
 
 
+def _values_at(x: Tensor, dim, keepdim: bool, op: str) -> ValuesIndices:
+    """``max``/``min`` along one dim: the indices from argmax/argmin, and x's values at them.
+
+    Picked by indexing, so the gradient goes to those places only, as torch's max(dim) does.
+    """
+    if not isinstance(dim, (int, numpy.integer)):
+        raise TypeError(f"{op}(): dim must be an int, got {dim!r} (for several dims use a{op}())")
+    indices = x.argmax(dim, keepdim=True) if op == "max" else x.argmin(dim, keepdim=True)
+    if x.ndim == 0:  # torch allows dim 0 (or -1) on a 0-d tensor: the value itself, index 0
+        reduce.normalize_axis(dim, 0, op)
+        return ValuesIndices(x.reshape(()), indices.reshape(()))
+    dim = reduce.normalize_axis(dim, x.ndim, op)[0]
+    # index[d] = 0, 1, 2, ... along every other dim d (shaped to broadcast), the indices along dim
+    index = tuple(indices.data if d == dim else x.xp.arange(n).reshape((1,) * d + (n,) + (1,) * (x.ndim - d - 1))
+                  for d, n in enumerate(x.shape))
+    values = movement.GetItem.apply(x, index=index)
+    if not keepdim:
+        values, indices = values.squeeze(dim), indices.squeeze(dim)
+    return ValuesIndices(values, indices)
+
+
+def maximum(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise max of a and b (they broadcast); where they are equal each gets half the gradient, as torch."""
+    b = a._coerce(b)
+    tie = a * 0.5 + b * 0.5 if a.dtype.kind in "fc" else a  # == a == b, but the gradient is shared
+    return where(a > b, a, where(a < b, b, tie))  # NaN on either side falls through to tie: NaN
+
+
+def minimum(a: Tensor, b: Tensor) -> Tensor:
+    """Elementwise min of a and b; ties share the gradient, as torch."""
+    b = a._coerce(b)
+    tie = a * 0.5 + b * 0.5 if a.dtype.kind in "fc" else a
+    return where(a < b, a, where(a > b, b, tie))
+
+
 def where(condition, a, b) -> Tensor:
     """Elementwise ``a if condition else b`` (all three broadcast)."""
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
@@ -562,8 +741,9 @@ def embedding_lookup(indices, weight: Tensor) -> Tensor:
     return indexing.Embedding.apply(weight, indices=indices)
 
 
-def cat(tensors, axis: int = 0) -> Tensor:
-    """Join tensors along an existing axis."""
+def cat(tensors, dim: int = 0, **numpy_names) -> Tensor:
+    """Join tensors along an existing dim."""
+    axis, _ = _numpy_spellings("cat", numpy_names, dim, 0)
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
@@ -572,8 +752,9 @@ def cat(tensors, axis: int = 0) -> Tensor:
     return movement.Cat.apply(*tensors, axis=axis)
 
 
-def stack(tensors, axis: int = 0) -> Tensor:
-    """Join same-shaped tensors along a new axis."""
+def stack(tensors, dim: int = 0, **numpy_names) -> Tensor:
+    """Join same-shaped tensors along a new dim."""
+    axis, _ = _numpy_spellings("stack", numpy_names, dim, 0)
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack: expected a non-empty list of tensors")
@@ -581,7 +762,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: tensor {i} has shape {t.shape}, tensor 0 has shape {tensors[0].shape}")
     axis = axis % (tensors[0].ndim + 1)
-    return cat([t.unsqueeze(axis) for t in tensors], axis=axis)
+    return cat([t.unsqueeze(axis) for t in tensors], axis)
 
 
 def tril(x: Tensor, diagonal: int = 0) -> Tensor:
