@@ -370,6 +370,66 @@ def tril_case(draw):
     return Case([draw(array(shape))], {"k": draw(st.integers(-2, 2))})
 
 
+@st.composite
+def clamp_case(draw):
+    """Bounds -1 and/or 1; values within 0.1 of a bound are pushed 0.2 outward, off the kinks."""
+    a = draw(unary()).arrays[0]
+    a = np.where(np.abs(a - 1) < 0.1, a + 0.2, a)
+    a = np.where(np.abs(a + 1) < 0.1, a - 0.2, a)
+    low, high = draw(st.sampled_from([(-1.0, 1.0), (-1.0, None), (None, 1.0)]))
+    return Case([a], {"low": low, "high": high})
+
+
+@st.composite
+def pow_exponent_case(draw):
+    """Positive bases, so non-integer and negative exponents are defined."""
+    a = draw(unary(0.5, 3.0)).arrays[0]
+    return Case([a], {"exponent": draw(st.sampled_from([2, 3.0, 0.5, -1.5, 1]))})
+
+
+@st.composite
+def roll_case(draw):
+    shape = draw(shapes(min_dims=1))
+    if draw(st.booleans()):  # one shift over the flattened tensor
+        return Case([draw(array(shape))], {"shifts": draw(st.integers(-5, 5)), "dims": None})
+    dims = tuple(draw(st.lists(st.integers(-len(shape), len(shape) - 1), min_size=1, max_size=2,
+                               unique_by=lambda d: d % len(shape))))
+    shifts = tuple(draw(st.integers(-5, 5)) for _ in dims)
+    return Case([draw(array(shape))], {"shifts": shifts, "dims": dims})
+
+
+@st.composite
+def distinct_along_dim(draw):
+    """Distinct values (no ties for sort/topk) and one dim."""
+    shape = draw(shapes(min_dims=1))
+    order = draw(st.permutations(range(int(np.prod(shape)))))
+    a = (np.array(order, dtype=np.float64) * 0.3 - 1.0).reshape(shape)
+    return Case([a], {"dim": draw(st.integers(-len(shape), len(shape) - 1))})
+
+
+@st.composite
+def topk_case(draw):
+    case = draw(distinct_along_dim())
+    length = case.arrays[0].shape[case.extra["dim"]]
+    return Case(case.arrays, {**case.extra, "k": draw(st.integers(1, length)), "largest": draw(st.booleans())})
+
+
+@st.composite
+def gather_case(draw):
+    shape = draw(shapes(min_dims=1))
+    dim = draw(st.integers(0, len(shape) - 1))
+    index_shape = tuple(draw(st.integers(1, 4)) if d == dim else draw(st.integers(1, n)) for d, n in enumerate(shape))
+    index = draw(hnp.arrays(np.int64, index_shape, elements=st.integers(0, shape[dim] - 1)))
+    return Case([draw(array(shape))], {"dim": dim, "index": index})
+
+
+@st.composite
+def repeat_case(draw):
+    shape = draw(shapes(min_dims=1, max_side=3))
+    lead = tuple(draw(st.lists(st.integers(1, 2), max_size=1)))
+    return Case([draw(array(shape))], {"sizes": lead + tuple(draw(st.integers(1, 3)) for _ in shape)})
+
+
 # ------------------------------------------------------------------ table
 # Multi-output ops (split/chunk) are summed with fixed weights into one tensor.
 
@@ -486,6 +546,30 @@ OPS: list[OpRow] = [
           lambda a, size, axis: _weighted(torch.split(a, size, dim=axis)), split_case()),
     OpRow("chunk", lambda a, size, axis: _weighted(a.chunk(size, axis=axis)),
           lambda a, size, axis: _weighted(torch.chunk(a, size, dim=axis)), split_case()),
+    # torch methods and functions (issue 14)
+    OpRow("clamp", lambda a, low, high: a.clamp(low, high), lambda a, low, high: a.clamp(low, high), clamp_case()),
+    OpRow("pow_method", lambda a, exponent: a.pow(exponent), lambda a, exponent: a.pow(exponent),
+          pow_exponent_case()),
+    OpRow("std", lambda a, axis, keepdims: a.std(axis, keepdims),
+          lambda a, axis, keepdims: a.std(dim=torch_axis(axis, a.ndim), keepdim=keepdims),
+          with_axis(distinct=True).filter(lambda c: _axis_count(c) > 1)),  # distinct: std > 0, sqrt differentiable
+    OpRow("roll", lambda a, shifts, dims: a.roll(shifts, dims), lambda a, shifts, dims: a.roll(shifts, dims),
+          roll_case()),
+    OpRow("topk", lambda a, dim, k, largest: a.topk(k, dim, largest).values,
+          lambda a, dim, k, largest: a.topk(k, dim, largest).values, topk_case()),
+    OpRow("sort", lambda a, dim: a.sort(dim, descending=True).values,
+          lambda a, dim: a.sort(dim, descending=True).values, distinct_along_dim()),
+    OpRow("gather", lambda a, dim, index: a.gather(dim, tl.from_numpy(index)),
+          lambda a, dim, index: a.gather(dim, torch.from_numpy(index)), gather_case()),
+    OpRow("tril_method", lambda a, k: a.tril(k), lambda a, k: a.tril(k), tril_case()),
+    OpRow("triu", lambda a, k: tl.triu(a, k), lambda a, k: torch.triu(a, k), tril_case()),
+    OpRow("triu_method", lambda a, k: a.triu(k), lambda a, k: a.triu(k), tril_case()),
+    OpRow("clone", lambda a: a.clone(), lambda a: a.clone(), unary()),
+    OpRow("contiguous", lambda a: a.contiguous() * 1.0, lambda a: a.contiguous() * 1.0, unary()),
+    OpRow("mT", lambda a: a.mT, lambda a: a.mT, unary(min_dims=2)),
+    OpRow("expand_as", lambda a, shape: a.expand_as(tl.zeros(shape)), lambda a, shape: a.expand_as(torch.zeros(shape)),
+          expand_case()),
+    OpRow("repeat", lambda a, sizes: a.repeat(*sizes), lambda a, sizes: a.repeat(*sizes), repeat_case()),
 ]
 
 

@@ -629,6 +629,116 @@ class Tensor:
         dim, _ = _numpy_spellings("chunk", numpy_names, dim, 0)
         return self.split(-(-self.shape[dim] // chunks), dim)
 
+    # ------------------------------------------------------------ torch methods
+    # PyTorch's names for things built from the ops above; ``dim`` counts from the end when negative.
+    def dim(self) -> int:
+        """The number of dimensions (``ndim``), as torch's ``x.dim()``."""
+        return self.ndim
+
+    def contiguous(self) -> "Tensor":
+        """Self: every op here takes arrays of any memory layout, so there is nothing to do."""
+        return self
+
+    def clone(self) -> "Tensor":
+        """A copy in new memory, still in the graph (the gradient passes through)."""
+        return movement.Copy.apply(self)
+
+    @property
+    def mT(self) -> "Tensor":
+        """The last two dims swapped (a batch of matrices, transposed)."""
+        if self.ndim < 2:
+            raise ValueError(f"mT: needs at least 2 dimensions, got shape {self.shape}")
+        return self.transpose(-2, -1)
+
+    def expand_as(self, other: "Tensor") -> "Tensor":
+        return self.expand(other.shape)
+
+    def pow(self, exponent) -> "Tensor":
+        return self ** exponent
+
+    def clamp(self, min=None, max=None) -> "Tensor":  # noqa: A002 -- torch's keyword names
+        """Each element limited to [min, max] (numbers; either may be None). Gradient 1 where
+        min <= x <= max (the bounds included, as torch), else 0."""
+        if min is None and max is None:
+            raise ValueError("clamp: at least one of min and max must be given")
+        if isinstance(min, Tensor) or isinstance(max, Tensor):
+            raise TypeError("clamp: min and max must be numbers here; for tensor bounds use x.max(low).min(high)")
+        return ew.Clamp.apply(self, low=min, high=max)
+
+    def clamp_min(self, min) -> "Tensor":  # noqa: A002
+        return self.clamp(min=min)
+
+    def clamp_max(self, max) -> "Tensor":  # noqa: A002
+        return self.clamp(max=max)
+
+    clip = clamp
+
+    def std(self, dim=None, keepdim: bool = False, correction: int = 1, unbiased: bool | None = None,
+            **numpy_names) -> "Tensor":
+        """Standard deviation, sqrt of ``var`` (same arguments: correction=1 divides by n - 1)."""
+        return self.var(dim, keepdim, correction, unbiased, **numpy_names).sqrt()
+
+    def tril(self, diagonal: int = 0) -> "Tensor":
+        return tril(self, diagonal)
+
+    def triu(self, diagonal: int = 0) -> "Tensor":
+        return triu(self, diagonal)
+
+    def roll(self, shifts, dims=None) -> "Tensor":
+        """Shift elements cyclically along ``dims`` (None: over the flattened tensor, shape kept)."""
+        shifts = tuple(shifts) if isinstance(shifts, (list, tuple)) else int(shifts)
+        dims = tuple(dims) if isinstance(dims, (list, tuple)) else dims
+        if dims is None and isinstance(shifts, tuple):
+            raise ValueError(f"roll: several shifts {shifts} need as many dims")
+        return movement.Roll.apply(self, shifts=shifts, axes=dims)
+
+    def repeat(self, *sizes) -> "Tensor":
+        """The tensor tiled ``sizes[d]`` times along each dim d (torch.repeat, numpy's tile).
+
+        Built as unsqueeze-expand-reshape: (a, b) repeated (r, s) is (1, a, 1, b) expanded to
+        (r, a, s, b), then merged to (r*a, s*b); the expand's backward sums the copies' gradients.
+        """
+        sizes = _shape_arg(sizes)
+        if len(sizes) < self.ndim:
+            raise ValueError(f"repeat: {len(sizes)} sizes for a tensor with {self.ndim} dimensions (shape {self.shape})")
+        shape = (1,) * (len(sizes) - self.ndim) + self.shape
+        spread = self.reshape(tuple(n for side in shape for n in (1, side)))
+        tiled = spread.expand(tuple(n for r, side in zip(sizes, shape) for n in (r, side)))
+        return tiled.reshape(tuple(r * side for r, side in zip(sizes, shape)))
+
+    def gather(self, dim: int, index) -> "Tensor":
+        """out[i][j] = self[index[i][j]][j] for dim 0 (self[i][index[i][j]] for dim 1, ...), as torch.gather."""
+        index = index if isinstance(index, Tensor) else Tensor(self.xp.asarray(index))
+        if index.ndim != self.ndim or index.dtype.kind not in "iu":
+            raise ValueError(f"gather: index must be an integer tensor with {self.ndim} dimensions like the input "
+                             f"(shape {self.shape}), got dtype {index.dtype} and shape {index.shape}")
+        return _take_along(self, index.data, dim, "gather")
+
+    def sort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> "ValuesIndices":
+        """``(values, indices)`` sorted along ``dim`` (ties keep their order; values differentiable)."""
+        indices = self.argsort(dim, descending)
+        return ValuesIndices(_take_along(self, indices.data, dim, "sort"), indices)
+
+    def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> "Tensor":
+        """The int64 indices that sort ``dim`` (a stable sort: ties keep their order)."""
+        keys = -self._data if descending and self.dtype != numpy.bool_ else self._data
+        if descending and self.dtype == numpy.bool_:
+            keys = ~keys
+        return Tensor(self.xp.argsort(keys, axis=dim, kind="stable").astype(numpy.int64, copy=False))
+
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> "ValuesIndices":  # noqa: A002
+        """The ``k`` largest (or smallest) values along ``dim`` and their indices, largest first.
+
+        Values are picked by indexing, so the gradient goes to those places only. ``sorted=False``
+        returns them sorted too (torch leaves that order unspecified).
+        """
+        dim = reduce.normalize_axis(dim, self.ndim, "topk")[0] if self.ndim else 0
+        length = self.shape[dim] if self.ndim else 1
+        if not 0 <= k <= length:
+            raise ValueError(f"topk: k={k} is out of range for dim {dim} of size {length} (shape {self.shape})")
+        indices = self.argsort(dim, descending=largest)[(slice(None),) * dim + (slice(0, k),)]
+        return ValuesIndices(_take_along(self, indices.data, dim, "topk"), indices)
+
 
 # ---------------------------------------------------------------- helpers
 
@@ -770,3 +880,77 @@ def tril(x: Tensor, diagonal: int = 0) -> Tensor:
     rows, cols = x.shape[-2], x.shape[-1]
     keep = x.xp.tril(x.xp.ones((rows, cols), dtype=bool), k=diagonal)
     return where(Tensor(keep), x, 0.0 if x.dtype.kind in "fc" else 0)
+
+
+def triu(x: Tensor, diagonal: int = 0) -> Tensor:
+    """The upper triangle of the last two axes (elements below ``diagonal`` set to 0)."""
+    rows, cols = x.shape[-2], x.shape[-1]
+    keep = x.xp.triu(x.xp.ones((rows, cols), dtype=bool), k=diagonal)
+    return where(Tensor(keep), x, 0.0 if x.dtype.kind in "fc" else 0)
+
+
+def _take_along(x: Tensor, indices, dim: int, op: str) -> Tensor:
+    """x's elements at ``indices`` along ``dim`` (numpy's take_along_axis), differentiable.
+
+    ``indices`` has x's number of dims; along every other dim d the position is 0, 1, 2, ...
+    (an arange shaped to broadcast), so one integer-array GetItem picks them all and its
+    backward scatter-adds the gradient back to those places.
+    """
+    if x.ndim == 0:
+        return x.reshape(()) if indices.size == 1 else x.reshape(1).expand(indices.shape)
+    dim = reduce.normalize_axis(dim, x.ndim, op)[0]
+    for d, (n, m) in enumerate(zip(indices.shape, x.shape)):
+        if d != dim and n > m:
+            raise ValueError(f"{op}: index shape {tuple(indices.shape)} is larger than the input's {x.shape} in dim {d}")
+    index = tuple(indices if d == dim else x.xp.arange(n).reshape((1,) * d + (n,) + (1,) * (x.ndim - d - 1))
+                  for d, n in enumerate(indices.shape))
+    return movement.GetItem.apply(x, index=index)
+
+
+# torch's function spellings of the methods above, one line each
+def clamp(x: Tensor, min=None, max=None) -> Tensor:  # noqa: A002 -- torch's keyword names
+    return x.clamp(min, max)
+
+
+def roll(x: Tensor, shifts, dims=None) -> Tensor:
+    return x.roll(shifts, dims)
+
+
+def topk(x: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> ValuesIndices:  # noqa: A002
+    return x.topk(k, dim, largest, sorted)
+
+
+def sort(x: Tensor, dim: int = -1, descending: bool = False, stable: bool = False) -> ValuesIndices:
+    return x.sort(dim, descending, stable)
+
+
+def argsort(x: Tensor, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+    return x.argsort(dim, descending, stable)
+
+
+def gather(x: Tensor, dim: int, index) -> Tensor:
+    return x.gather(dim, index)
+
+
+def pow(x: Tensor, exponent) -> Tensor:  # noqa: A001 -- torch.pow
+    return x ** exponent
+
+
+def exp(x: Tensor) -> Tensor:
+    return x.exp()
+
+
+def log(x: Tensor) -> Tensor:
+    return x.log()
+
+
+def sqrt(x: Tensor) -> Tensor:
+    return x.sqrt()
+
+
+def tanh(x: Tensor) -> Tensor:
+    return x.tanh()
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    return x.sigmoid()
