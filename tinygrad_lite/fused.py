@@ -514,9 +514,10 @@ class ScaledDotProductAttention(Function):
 
 def attention_algorithm(q, k, v) -> str:
     """Which path attention takes: "cpu" (cpu_kernels/attention.py) for NumPy arrays; on the GPU
-    "flash" or "fused_softmax" (see cuda_kernels), or "plain" (the code above, on CuPy arrays)."""
+    "flash" or "fused_softmax" (see cuda_kernels), or "plain" (the code above, on CuPy arrays).
+    One query per row (a KV-cache decode step) takes the plain code: too little work to share out."""
     if not backend.is_cuda(q):
-        return "cpu" if CPU_KERNELS else "plain"
+        return "cpu" if CPU_KERNELS and q.shape[-2] > 1 else "plain"
     return cuda_kernels.attention_algorithm(q, k, v) or "plain"
 
 
