@@ -65,5 +65,10 @@ def test_table_covers_the_api() -> None:
                 "squeeze", "expand", "flatten", "getitem_basic", "getitem_int_array", "getitem_bool_mask",
                 "matmul", "matmul_batched", "linear", "softmax", "log_softmax", "cross_entropy", "layer_norm",
                 "scaled_dot_product_attention", "embedding", "cat", "stack", "where", "masked_fill", "tril",
-                "split", "chunk"}
+                "split", "chunk",
+                # the PyTorch-compatible API (issue 14)
+                "clamp", "pow_method", "std", "roll", "topk", "sort", "gather", "triu", "clone", "contiguous",
+                "mT", "expand_as", "repeat", "maximum", "minimum", "amax", "amin", "batch_norm_train",
+                "batch_norm_eval", "gelu_exact", "erf", "cross_entropy_label_smoothing", "mse_loss", "silu", "pad",
+                "layer_norm_2d_shape", "split_heads", "split_heads_then_attention"}
     assert expected <= set(ROWS), f"missing rows: {expected - set(ROWS)}"
