@@ -102,10 +102,8 @@ def apart_pair(draw):
 @st.composite
 def with_dim(draw):
     """Distinct values (a unique winner for max/min), one int dim and keepdim."""
-    shape = draw(shapes(min_dims=1))
-    order = draw(st.permutations(range(int(np.prod(shape)))))
-    a = (np.array(order, dtype=np.float64) * 0.3 - 1.0).reshape(shape)
-    return Case([a], {"dim": draw(st.integers(-len(shape), len(shape) - 1)), "keepdim": draw(st.booleans())})
+    case = draw(distinct_along_dim())
+    return Case(case.arrays, {**case.extra, "keepdim": draw(st.booleans())})
 
 
 def torch_axis(axis, ndim):

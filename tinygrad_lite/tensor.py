@@ -795,7 +795,7 @@ def _matmul(x: Tensor, y: Tensor) -> Tensor:
 def _values_at(x: Tensor, dim, keepdim: bool, op: str) -> ValuesIndices:
     """``max``/``min`` along one dim: the indices from argmax/argmin, and x's values at them.
 
-    Picked by indexing, so the gradient goes to those places only, as torch's max(dim) does.
+    Picked by indexing (``_take_along``), so the gradient goes to those places only, as torch's max(dim) does.
     """
     if not isinstance(dim, (int, numpy.integer)):
         raise TypeError(f"{op}(): dim must be an int, got {dim!r} (for several dims use a{op}())")
@@ -804,10 +804,7 @@ def _values_at(x: Tensor, dim, keepdim: bool, op: str) -> ValuesIndices:
         reduce.normalize_axis(dim, 0, op)
         return ValuesIndices(x.reshape(()), indices.reshape(()))
     dim = reduce.normalize_axis(dim, x.ndim, op)[0]
-    # index[d] = 0, 1, 2, ... along every other dim d (shaped to broadcast), the indices along dim
-    index = tuple(indices.data if d == dim else x.xp.arange(n).reshape((1,) * d + (n,) + (1,) * (x.ndim - d - 1))
-                  for d, n in enumerate(x.shape))
-    values = movement.GetItem.apply(x, index=index)
+    values = _take_along(x, indices.data, dim, op)
     if not keepdim:
         values, indices = values.squeeze(dim), indices.squeeze(dim)
     return ValuesIndices(values, indices)
