@@ -95,7 +95,7 @@ _reference = False
 def set_reference_mode(enabled: bool) -> None:
     """Reference mode, for reading and stepping through the code: the composite ops (softmax,
     log-softmax, cross-entropy, layer norm, GELU, attention, linear) run as their plain
-    ``*_reference`` twins in functional.py, built from primitive ops, and Adam/AdamW take their
+    ``*_reference`` twins in nn/functional.py, built from primitive ops, and Adam/AdamW take their
     per-parameter loop. Nothing runs on worker threads, so pdb steps from ``loss.backward()`` into
     every op's backward on the main thread. Slower; the same numbers to float32 rounding."""
     global _reference
