@@ -21,7 +21,6 @@ import numpy
 
 from .. import backend, fused
 from ..autograd import is_reference_mode, no_grad
-from ..ops.matmul import Linear as LinearFunction
 from ..ops.elementwise import Erf
 from ..tensor import Tensor, _numpy_spellings, cat, embedding_lookup, where
 
@@ -300,8 +299,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if is_reference_mode():
         return linear_reference(x, weight, bias)
     if bias is None:
-        return LinearFunction.apply(x, weight)
-    return LinearFunction.apply(x, weight, bias)
+        return fused.Linear.apply(x, weight)
+    return fused.Linear.apply(x, weight, bias)
 
 
 def embedding(indices, weight: Tensor, padding_idx: int | None = None) -> Tensor:
