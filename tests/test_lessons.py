@@ -56,6 +56,15 @@ def test_bigram_lesson(tmp_path):
     assert result["nn_nll"] < result["nn_nll_start"] - 0.5
 
 
+def test_mlp_lesson(tmp_path):
+    names = require_data_file("names.txt")
+    result = run_lesson("03_mlp.py", tmp_path, "--data", str(names))
+    assert result["steps"] == 1000
+    assert result["initial_dev_loss"] > 15  # randn weights, unscaled: confidently wrong at first
+    assert result["dev_loss"] < result["initial_dev_loss"] / 3
+    assert abs(result["dev_loss"] - result["train_loss"]) < 0.2
+
+
 def test_makemore_split_and_result_line(capsys):
     words = [f"name{i}" for i in range(32_033)]
     train, dev, test = _common.split_names(words)
