@@ -408,3 +408,21 @@ def test_buffers_stay_the_same_objects_through_to_and_pad_checks_its_arguments()
         F.pad(tl.ones(2, 2), (1, 1), mode="reflect")
     with pytest.raises(ValueError, match=r"pad: expected pairs \(before, after\) for at most 1 dims"):
         F.pad(tl.ones(2), (1, 1, 1, 1))
+
+
+def test_module_to_dtype_casts_float_tensors_like_torch():
+    """model.double() / to(dtype) cast float parameters, grads and buffers; integer buffers keep their dtype."""
+    torch.manual_seed(0)
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).double()
+    ours = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ours.load_state_dict({k: tl.tensor(v.numpy().astype(np.float32) if v.dtype.is_floating_point else v.numpy())
+                          for k, v in theirs.state_dict().items()})
+    params = list(ours.parameters())
+    assert ours.double() is ours and all(a is b for a, b in zip(params, ours.parameters()))
+    for key, value in ours.state_dict().items():
+        assert value.dtype == (np.int64 if key.endswith("num_batches_tracked") else np.float64), key
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    np.testing.assert_allclose(ours(tl.tensor(x)).numpy(), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-6)
+    assert ours.to("cpu", tl.float32).float() is ours and ours[0].weight.dtype == np.float32
+    with pytest.raises(TypeError, match="Module.to: only floating dtypes"):
+        ours.to(tl.int64)

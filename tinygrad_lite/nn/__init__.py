@@ -280,20 +280,41 @@ class Module:
             elif parameter.grad is not None:
                 parameter.grad.zero_()
 
-    def to(self, device: str) -> "Module":
-        """Move every parameter (with its grad), buffer and other tensor attribute to ``device``.
+    def to(self, device_or_dtype=None, dtype=None, *, device: str | None = None) -> "Module":
+        """Move every parameter (with its grad), buffer and other tensor attribute to a device,
+        and/or cast the floating-point ones to a float ``dtype`` (as torch: integer buffers keep theirs).
 
-        The tensors stay the same objects (only their ``.data`` is replaced), so
-        an optimizer built before the move still holds the right parameters.
+        ``model.to("cuda")``, ``model.to(tl.float64)``, ``model.to("cpu", tl.float64)``. The tensors
+        stay the same objects (only their ``.data`` is replaced), so an optimizer built before the
+        move still holds the right parameters.
         """
-        device = backend.check_device(device)
+        if device_or_dtype is not None and not isinstance(device_or_dtype, str):
+            device_or_dtype, dtype = None, device_or_dtype  # to(dtype)
+        device = backend.check_device(device_or_dtype or device) if (device_or_dtype or device) else None
+        if dtype is not None and numpy.dtype(dtype).kind != "f":
+            raise TypeError(f"Module.to: only floating dtypes can be given to a module, got {numpy.dtype(dtype)}")
         for module in self.modules():
             for tensor in module._local_tensors():
-                if tensor.device != device:
-                    tensor.data = backend.to_device(tensor.data, device)
-                if tensor.grad is not None and tensor.grad.device != device:
-                    tensor.grad.data = backend.to_device(tensor.grad.data, device)
+                for t in (tensor, tensor.grad):
+                    if t is None:
+                        continue
+                    if device is not None and t.device != device:
+                        t.data = backend.to_device(t.data, device)
+                    if dtype is not None and t.dtype.kind == "f" and t.dtype != dtype:
+                        t.data = t.data.astype(dtype)
         return self
+
+    def double(self) -> "Module":
+        """Cast floating-point parameters and buffers to float64 (``to(tl.float64)``)."""
+        return self.to(numpy.float64)
+
+    def float(self) -> "Module":
+        """Cast floating-point parameters and buffers to float32."""
+        return self.to(numpy.float32)
+
+    def half(self) -> "Module":
+        """Cast floating-point parameters and buffers to float16."""
+        return self.to(numpy.float16)
 
     # -------------------------------------------------------------- repr
     def extra_repr(self) -> str:
