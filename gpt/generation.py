@@ -38,7 +38,7 @@ from tinygrad_lite import backend
 
 from tinygrad_lite.fused import GELU_C, GELU_K
 
-from .model import GPT
+from .model import GPT, evaluating
 
 DECODERS = ("modules", "folded")  # see the module docstring
 
@@ -426,23 +426,18 @@ def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top
     # every step's uniform numbers drawn at once: the same numbers as one draw per step, one call fewer
     rng = generator if generator is not None else backend.generator("cpu")
     uniforms = rng.random((max_new_tokens, batch)) if temperature > 0 else [None] * max_new_tokens
-    was_training = model.training
-    model.eval()
-    try:
-        with tl.no_grad():
-            for step in range(max_new_tokens):
-                start = next_window_start(start, length, block_size)
-                logits = next_logits(model, sequence[:, start:length], cache, forward)
-                next_tokens = sample_next_token(logits, temperature, top_k, top_p, uniform=uniforms[step])
-                if stop.size:  # rows that already stopped repeat their stop token
-                    next_tokens = numpy.where(finished, sequence[:, length - 1], next_tokens)
-                    finished |= numpy.isin(next_tokens, stop)
-                sequence[:, length] = next_tokens
-                length += 1
-                if stop.size and finished.all():
-                    break
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for step in range(max_new_tokens):
+            start = next_window_start(start, length, block_size)
+            logits = next_logits(model, sequence[:, start:length], cache, forward)
+            next_tokens = sample_next_token(logits, temperature, top_k, top_p, uniform=uniforms[step])
+            if stop.size:  # rows that already stopped repeat their stop token
+                next_tokens = numpy.where(finished, sequence[:, length - 1], next_tokens)
+                finished |= numpy.isin(next_tokens, stop)
+            sequence[:, length] = next_tokens
+            length += 1
+            if stop.size and finished.all():
+                break
     return sequence[:, :length]
 
 
@@ -459,13 +454,8 @@ def beam_search(model: GPT, idx, max_new_tokens: int, num_beams: int, *, decoder
         raise ValueError(f"beam_search: num_beams must be a positive integer, got {num_beams!r}")
     _check_decoder(decoder)
     prompts = _prompt_array(model, idx)
-    was_training = model.training
-    model.eval()
-    try:
-        with tl.no_grad():
-            return numpy.stack([_beam_search_one(model, row, max_new_tokens, num_beams, decoder) for row in prompts])
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        return numpy.stack([_beam_search_one(model, row, max_new_tokens, num_beams, decoder) for row in prompts])
 
 
 def _beam_search_one(model: GPT, prompt: numpy.ndarray, max_new_tokens: int, num_beams: int,

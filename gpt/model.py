@@ -14,6 +14,7 @@ Generation with a KV cache lives in ``gpt/generation.py`` (``model(idx, cache=ca
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -275,6 +276,18 @@ class GPT(nn.Module):
         from .pretrained import load_hf_gpt2  # noqa: PLC0415
 
         return load_hf_gpt2(path)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """Run the block in eval mode (no dropout) without autograd, then put the model's mode back."""
+    was_training = model.training
+    model.eval()
+    try:
+        with tl.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def _token_array(values, what: str):

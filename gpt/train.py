@@ -32,7 +32,7 @@ from tinygrad_lite.optim import WarmupCosineSchedule, clip_grad_norm_
 from .checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_json, save_checkpoint
 from .data import file_identity, prepare_data
 from .run_dir import check_usable_folder, claim_out_dir, make_folder
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, evaluating
 
 
 @dataclass
@@ -147,10 +147,8 @@ class TrainResult:
 
 def estimate_loss(model: GPT, data, batch_size: int, block_size: int, eval_iters: int, rng) -> dict[str, float]:
     """Mean loss over ``eval_iters`` random batches of each split (eval mode, no graph)."""
-    was_training = model.training
-    model.eval()
     losses = {}
-    with tl.no_grad():
+    with evaluating(model):
         for split in ("train", "val"):
             total = 0.0
             for _ in range(eval_iters):
@@ -158,7 +156,6 @@ def estimate_loss(model: GPT, data, batch_size: int, block_size: int, eval_iters
                 _, loss = model(x, y)
                 total += loss.item()
             losses[split] = total / eval_iters
-    model.train(was_training)
     return losses
 
 
