@@ -288,9 +288,11 @@ class Module:
         stay the same objects (only their ``.data`` is replaced), so an optimizer built before the
         move still holds the right parameters.
         """
-        if device_or_dtype is not None and not isinstance(device_or_dtype, str):
-            device_or_dtype, dtype = None, device_or_dtype  # to(dtype)
-        device = backend.check_device(device_or_dtype or device) if (device_or_dtype or device) else None
+        if isinstance(device_or_dtype, str):
+            device = device_or_dtype
+        elif device_or_dtype is not None:  # to(dtype)
+            dtype = device_or_dtype
+        device = backend.check_device(device) if device is not None else None
         if dtype is not None and numpy.dtype(dtype).kind != "f":
             raise TypeError(f"Module.to: only floating dtypes can be given to a module, got {numpy.dtype(dtype)}")
         for module in self.modules():
