@@ -13,6 +13,7 @@
 import numpy as np
 
 from _common import lesson_args, pyplot, report, save_figure
+from _exercises import check_function
 
 import tinygrad_lite as torch
 import tinygrad_lite.nn as nn
@@ -98,6 +99,38 @@ print(f"dg/da by central difference: {numeric_a_grad:.4f}")
 
 print(f"the graph of g: {dot.count('shape=box')} ops")
 print("\n".join(dot.splitlines()[:8]) + "\n  ...")
+
+
+# %% [markdown]
+# ## An op of your own: tanh
+#
+# Each op of the engine is a small `Function` with its forward and its backward side by side
+# (see `Tanh` in tinygrad_lite/ops/elementwise.py, but try first). `forward` gets NumPy arrays
+# and returns the result; `backward` gets dloss/dout, the gradient arriving from above, and
+# returns dloss/dx: the chain rule, that gradient times the local derivative. For tanh,
+# d tanh(x)/dx = 1 - tanh²(x), so the output saved in forward is all backward needs.
+#
+# **Exercise**: write `backward`. `check_function` compares yours with the engine's `torch.tanh`,
+# forward and backward, and with finite differences (`tl.gradcheck`).
+
+# %%
+class Tanh(torch.Function):
+    """out = tanh x.   dout/dx = 1 - out²."""
+
+    def forward(self, x):
+        out = np.tanh(x)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):
+        # BEGIN SOLUTION return None
+        (out,) = self.saved_tensors
+        return grad * (1 - out**2)
+        # END SOLUTION
+
+
+x = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+check_function("Tanh", Tanh.apply, torch.tanh, [x])
 
 
 # %% [markdown]

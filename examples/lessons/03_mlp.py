@@ -15,6 +15,7 @@
 import numpy as np
 
 from _common import lesson_args, load_names, pyplot, report, save_figure, split_names
+from _exercises import check_function
 
 import tinygrad_lite as torch
 from tinygrad_lite.nn import functional as F
@@ -93,6 +94,26 @@ def train_step(parameters: list, learning_rate: float, generator) -> float:
 
 parameters = init_parameters()
 print(f"{sum(p.numel() for p in parameters):,} parameters")
+
+# %% [markdown]
+# **Exercise**: cross-entropy by hand, from Tensor ops. For one row of logits l and the right
+# character y: loss = -log softmax(l)_y = -(l_y - log Σₖ exp(l_k)). Subtract the row's max from
+# the logits first: it does not change the softmax, and exp() of a large logit would overflow.
+# Then average over the rows. `check_function` compares yours with `F.cross_entropy`, forward
+# and backward, and with finite differences.
+
+# %%
+def cross_entropy_by_hand(logits, Y):
+    """mean over the rows i of -log softmax(logits[i])[Y[i]]"""
+    # BEGIN SOLUTION return logits.sum() * 0
+    shifted = logits - logits.max(1, keepdim=True).values
+    log_probs = shifted - shifted.exp().sum(1, keepdim=True).log()
+    return -log_probs[torch.arange(Y.shape[0]), Y].mean()
+    # END SOLUTION
+
+
+test_logits = 3 * torch.randn((8, 27), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+check_function("cross_entropy_by_hand", cross_entropy_by_hand, F.cross_entropy, [test_logits, Ytr[:8]])
 
 # %% [markdown]
 # ## Finding a learning rate

@@ -97,9 +97,15 @@ def save_figure(figure, name: str, args: argparse.Namespace) -> Path:
 
 
 def report(**results: float | int) -> str:
-    """Print the lesson's last line, ``result: key=value ...`` (floats to 4 decimals)."""
-    parts = [f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
-             for key, value in results.items()]
+    """Print the lesson's last line, ``result: key=value ...``: floats to 4 decimals, or to 3
+    significant digits below 0.001 (a gradient difference of 2e-16 is not 0.0000)."""
+    parts = [f"{key}={format_number(value)}" for key, value in results.items()]
     line = "result: " + " ".join(parts)
     print(line)
     return line
+
+
+def format_number(value: float | int) -> str:
+    if isinstance(value, float) and value != 0 and abs(value) < 1e-3:
+        return f"{value:.3g}"
+    return f"{value:.4f}" if isinstance(value, float) else f"{value}"
