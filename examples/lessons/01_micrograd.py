@@ -8,6 +8,8 @@
 #
 # Run it as a script (`python examples/lessons/01_micrograd.py`, add `--quick` for a short run)
 # or open it as a notebook (`jupytext --to notebook`, or VS Code's "Run Cell").
+# `python examples/lessons/make_exercises.py OUT_DIR` writes every lesson as a notebook with its
+# exercises left for you to do: each exercise cell ends with a check that says OK or what is wrong.
 
 # %%
 import numpy as np
