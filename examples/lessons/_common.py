@@ -24,9 +24,16 @@ if str(PROJECT_ROOT) not in sys.path:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(PROJECT_ROOT))
 
 
-def lesson_args(description: str) -> argparse.Namespace:
-    """The lesson's flags. Unknown ones are ignored: Jupyter starts the kernel with its own."""
+def lesson_args(description: str, checkpoint: str | None = None) -> argparse.Namespace:
+    """The lesson's flags. Unknown ones are ignored: Jupyter starts the kernel with its own.
+
+    ``checkpoint``: the default of a --checkpoint DIR flag (a gpt.train out-dir), for lessons that
+    can use a trained model.
+    """
     parser = argparse.ArgumentParser(description=description)
+    if checkpoint is not None:
+        parser.add_argument("--checkpoint", type=Path, default=Path(checkpoint),
+                            help=f"a trained model's folder, from examples/train_shakespeare.py (default: {checkpoint})")
     parser.add_argument("--quick", action="store_true", default=os.environ.get("LESSON_QUICK") == "1",
                         help="a few steps only, for CI (also LESSON_QUICK=1)")
     parser.add_argument("--data", type=Path, default=None, help="the data file (default: the shared data folder)")
@@ -54,6 +61,17 @@ def names_path(args: argparse.Namespace) -> Path:
         with urllib.request.urlopen(NAMES_URL, timeout=30) as response:
             write_atomically(cached, response.read())
     return cached
+
+
+def shakespeare_path(args: argparse.Namespace) -> Path:
+    """tiny Shakespeare: --data, else the shared data folder, else gpt.data's cached download."""
+    if args.data is not None:
+        return args.data
+    shared = data_dir() / "tinyshakespeare.txt"
+    if shared.is_file():
+        return shared
+    from gpt.data import download_tiny_shakespeare
+    return download_tiny_shakespeare()
 
 
 def load_names(args: argparse.Namespace) -> list[str]:
@@ -97,9 +115,15 @@ def save_figure(figure, name: str, args: argparse.Namespace) -> Path:
 
 
 def report(**results: float | int) -> str:
-    """Print the lesson's last line, ``result: key=value ...`` (floats to 4 decimals)."""
-    parts = [f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
-             for key, value in results.items()]
+    """Print the lesson's last line, ``result: key=value ...`` (floats to 4 decimals, or as 2.98e-07
+    when that would round a tiny nonzero difference to 0.0000)."""
+    parts = [f"{key}={_number(value)}" for key, value in results.items()]
     line = "result: " + " ".join(parts)
     print(line)
     return line
+
+
+def _number(value: float | int) -> str:
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.2e}" if 0 < abs(value) < 5e-5 else f"{value:.4f}"
