@@ -21,6 +21,7 @@
 import math
 import os
 import time
+from pathlib import Path
 
 # The matrices here are small: one BLAS thread is faster than two that spin against the engine's
 # own threads (this must be set before numpy loads; in a notebook, set it before starting Jupyter).
@@ -34,7 +35,8 @@ import tinygrad_lite as torch  # noqa: E402
 import tinygrad_lite.nn as nn  # noqa: E402
 from tinygrad_lite.nn import functional as F  # noqa: E402
 
-args = lesson_args("lesson 8: attention from scratch", checkpoint="out-shakespeare")
+DEFAULT_CHECKPOINT = "out-shakespeare"  # examples/train_shakespeare.py's --out-dir
+args = lesson_args("lesson 8: attention from scratch", checkpoint=DEFAULT_CHECKPOINT)
 plt = pyplot()
 generator = torch.Generator().manual_seed(1337)
 
@@ -222,9 +224,10 @@ print(f"our MultiHeadAttention vs gpt.model.CausalSelfAttention: max diff {model
 # %% [markdown]
 # ## What a trained model attends to
 #
-# A character-level GPT on tiny Shakespeare: 2 layers of 4 heads, 64-d, a context of 64 characters.
-# We run it on a line of Romeo's and recompute each layer's attention weights with our
-# `attention`, from the model's own q and k. Row t of a map is where character t looks.
+# A character-level GPT on tiny Shakespeare: 2 layers of 4 heads, 64-d, a context of 64 characters,
+# trained here for 600 steps (or the model of `--checkpoint`). We run it on a line of Romeo's and
+# recompute each layer's attention weights with our `attention`, from the model's own q and k.
+# Row t of a map is where character t looks; everything above the diagonal is masked.
 
 # %%
 from gpt.data import CharTokenizer, TokenData  # noqa: E402
@@ -253,12 +256,16 @@ def train_small_gpt(steps: int):
     return model, tokenizer, losses, float(val_loss)
 
 
-checkpoint_names = [name for name in ("best", "last") if (args.checkpoint / f"{name}.json").is_file()]
+checkpoint_dir = args.checkpoint if args.checkpoint is not None else Path(DEFAULT_CHECKPOINT)
+checkpoint_names = [name for name in ("best", "last") if (checkpoint_dir / f"{name}.json").is_file()]
+if args.checkpoint is not None and not checkpoint_names:
+    raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no best.json or last.json there "
+                            "(the --out-dir of examples/train_shakespeare.py)")
 started = time.perf_counter()
 if checkpoint_names:
-    model, tokenizer = load_for_sampling(args.checkpoint, checkpoint_names[0])
+    model, tokenizer = load_for_sampling(checkpoint_dir, checkpoint_names[0])
     losses, val_loss, steps = [], float("nan"), 0
-    print(f"loaded {args.checkpoint / checkpoint_names[0]}.json")
+    print(f"loaded {checkpoint_dir / checkpoint_names[0]}.json")
 else:
     steps = 5 if args.quick else 600
     model, tokenizer, losses, val_loss = train_small_gpt(steps)
@@ -309,6 +316,15 @@ if plt is not None:
     for head in range(n_head):
         grid[-1][head].set_xlabel("key (looked at)")
     save_figure(figure, "attention_maps.png", args)
+# %% [markdown]
+# Look for a few kinds of head. A bright line just below the diagonal is a *previous-token* head:
+# each character looks at the one before it (the numbers above measure it). A bright column at
+# the start, often at the newline or the first character, is a head with nothing to do parking
+# its weight somewhere harmless. Others light up on spaces or on the first letters of the word
+# being spelled. Which head does what changes from run to run: nothing in the code assigns the
+# roles, the heads find them in training.
+
+# %%
 if plt is not None and losses:
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.plot(losses)

@@ -27,13 +27,15 @@ if str(PROJECT_ROOT) not in sys.path:  # a checkout without `pip install -e .`
 def lesson_args(description: str, checkpoint: str | None = None) -> argparse.Namespace:
     """The lesson's flags. Unknown ones are ignored: Jupyter starts the kernel with its own.
 
-    ``checkpoint``: the default of a --checkpoint DIR flag (a gpt.train out-dir), for lessons that
-    can use a trained model.
+    ``checkpoint``: for lessons that can use a trained model, a --checkpoint DIR flag (the
+    --out-dir of examples/train_shakespeare.py); None when not given, and the lesson looks in
+    the folder named here.
     """
     parser = argparse.ArgumentParser(description=description)
     if checkpoint is not None:
-        parser.add_argument("--checkpoint", type=Path, default=Path(checkpoint),
-                            help=f"a trained model's folder, from examples/train_shakespeare.py (default: {checkpoint})")
+        parser.add_argument("--checkpoint", type=Path, default=None,
+                            help=f"a trained model's folder, from examples/train_shakespeare.py "
+                                 f"(default: {checkpoint}, if it exists)")
     parser.add_argument("--quick", action="store_true", default=os.environ.get("LESSON_QUICK") == "1",
                         help="a few steps only, for CI (also LESSON_QUICK=1)")
     parser.add_argument("--data", type=Path, default=None, help="the data file (default: the shared data folder)")
