@@ -43,9 +43,9 @@ generator = torch.Generator().manual_seed(1337)
 # %% [markdown]
 # ## A weighted average, weighted by dot products
 #
-# Take 4 tokens with 2-d vectors. Token 3's query is compared with every key by a dot product;
-# a large dot product means "this one is relevant to me". Softmax turns the scores into weights
-# that are positive and sum to 1, and token 3's output is the weighted sum of the values.
+# Take 4 tokens with 2-d keys and values, and one token's query. The query is compared with every
+# key by a dot product; a large one means "this token is relevant to me". Softmax turns the scores
+# into weights that are positive and sum to 1, and the output is the weighted sum of the values.
 
 # %%
 keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
@@ -69,11 +69,11 @@ head_size = 64
 dims = [4, 16, 64, 256, 1024]
 
 
-def random_scores(d: int, scale: bool) -> torch.Tensor:
-    q = torch.randn((8, 64, d), generator=generator)  # 8 sequences of 64 tokens
+def random_scores(d: int) -> torch.Tensor:
+    """Unscaled scores q kᵀ of random N(0, 1) queries and keys: 8 sequences of 64 tokens."""
+    q = torch.randn((8, 64, d), generator=generator)
     k = torch.randn((8, 64, d), generator=generator)
-    s = q @ k.transpose(-2, -1)                        # (8, 64, 64)
-    return s / math.sqrt(d) if scale else s
+    return q @ k.transpose(-2, -1)                     # (8, 64, 64)
 
 
 def peakiness(s: torch.Tensor) -> float:
@@ -83,7 +83,7 @@ def peakiness(s: torch.Tensor) -> float:
 
 rows = []
 for d in dims:
-    unscaled = random_scores(d, scale=False)
+    unscaled = random_scores(d)
     scaled = unscaled / math.sqrt(d)
     rows.append((d, unscaled.std().item(), scaled.std().item(), peakiness(unscaled), peakiness(scaled)))
     print(f"d={d:5d}  std unscaled {rows[-1][1]:7.3f}  scaled {rows[-1][2]:.3f}   "
@@ -99,7 +99,7 @@ if plt is not None:
     left.plot(dims, np.sqrt(dims), "k:", label="√d")
     left.set(xscale="log", yscale="log", xlabel="d", ylabel="std of the scores", title="score spread")
     left.legend()
-    row = random_scores(head_size, scale=False)[0, 0]
+    row = random_scores(head_size)[0, 0]
     right.bar(np.arange(64) - 0.2, F.softmax(row, dim=-1).numpy(), width=0.4, label="unscaled")
     right.bar(np.arange(64) + 0.2, F.softmax(row / math.sqrt(head_size), dim=-1).numpy(), width=0.4,
               label="scaled")
