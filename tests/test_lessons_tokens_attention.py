@@ -66,3 +66,29 @@ def test_attention_lesson_reads_a_checkpoint(tmp_path, shakespeare):
     assert result["steps"] == 0  # loaded, not trained
     assert 0 < result["previous_token_weight"] <= 1  # maps of the loaded model (1 layer, 2 heads)
     assert result["sdpa_max_diff"] <= 1e-5
+
+
+def test_result_line_keeps_tiny_differences(capsys):
+    import _common
+
+    line = _common.report(sdpa_max_diff=2.98e-07, zero=0.0, loss=2.45, steps=5)
+    assert line == "result: sdpa_max_diff=2.98e-07 zero=0.0000 loss=2.4500 steps=5"
+    assert float(line.split()[1].split("=")[1]) == 2.98e-07  # what run_lesson reads back
+    capsys.readouterr()
+
+
+def test_shakespeare_and_checkpoint_flags(monkeypatch, tmp_path):
+    import _common
+
+    monkeypatch.setattr("sys.argv", ["lesson", "--checkpoint", str(tmp_path / "run")])
+    args = _common.lesson_args("test", checkpoint="out-shakespeare")
+    assert args.checkpoint == tmp_path / "run"
+    monkeypatch.setattr("sys.argv", ["lesson"])
+    assert _common.lesson_args("test", checkpoint="out-shakespeare").checkpoint is None  # the lesson looks there
+    assert not hasattr(_common.lesson_args("test"), "checkpoint")
+    monkeypatch.setenv("TINYGRAD_LITE_DATA", str(tmp_path))
+    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\n", encoding="utf-8")
+    args.data = None
+    assert _common.shakespeare_path(args) == tmp_path / "tinyshakespeare.txt"  # the shared data folder
+    args.data = tmp_path / "other.txt"
+    assert _common.shakespeare_path(args) == tmp_path / "other.txt"  # --data wins
