@@ -24,9 +24,18 @@ if str(PROJECT_ROOT) not in sys.path:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(PROJECT_ROOT))
 
 
-def lesson_args(description: str) -> argparse.Namespace:
-    """The lesson's flags. Unknown ones are ignored: Jupyter starts the kernel with its own."""
+def lesson_args(description: str, checkpoint: str | None = None) -> argparse.Namespace:
+    """The lesson's flags. Unknown ones are ignored: Jupyter starts the kernel with its own.
+
+    ``checkpoint``: for lessons that can use a trained model, a --checkpoint DIR flag (the
+    --out-dir of examples/train_shakespeare.py); None when not given, and the lesson looks in
+    the folder named here.
+    """
     parser = argparse.ArgumentParser(description=description)
+    if checkpoint is not None:
+        parser.add_argument("--checkpoint", type=Path, default=None,
+                            help=f"a trained model's folder, from examples/train_shakespeare.py "
+                                 f"(default: {checkpoint}, if it exists)")
     parser.add_argument("--quick", action="store_true", default=os.environ.get("LESSON_QUICK") == "1",
                         help="a few steps only, for CI (also LESSON_QUICK=1)")
     parser.add_argument("--data", type=Path, default=None, help="the data file (default: the shared data folder)")
@@ -54,6 +63,17 @@ def names_path(args: argparse.Namespace) -> Path:
         with urllib.request.urlopen(NAMES_URL, timeout=30) as response:
             write_atomically(cached, response.read())
     return cached
+
+
+def shakespeare_path(args: argparse.Namespace) -> Path:
+    """tiny Shakespeare: --data, else the shared data folder, else gpt.data's cached download."""
+    if args.data is not None:
+        return args.data
+    shared = data_dir() / "tinyshakespeare.txt"
+    if shared.is_file():
+        return shared
+    from gpt.data import download_tiny_shakespeare
+    return download_tiny_shakespeare()
 
 
 def load_names(args: argparse.Namespace) -> list[str]:
