@@ -19,7 +19,7 @@ def run_lesson(name: str, tmp_path: Path, *extra: str) -> dict[str, float]:
     """Run a lesson with --quick as a script; return its ``result:`` line as {key: number}."""
     environment = {**os.environ, "CI": "true", "MPLBACKEND": "Agg"}
     completed = subprocess.run([sys.executable, str(LESSONS_DIR / name), "--quick", "--out", str(tmp_path), *extra],
-                               cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=25)
+                               cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=90)
     assert completed.returncode == 0, f"{name} failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}"
     last = completed.stdout.strip().splitlines()[-1]
     assert last.startswith("result: "), f"{name} did not end with a result line: {last!r}"
