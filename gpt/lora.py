@@ -32,7 +32,7 @@ import tinygrad_lite as tl
 from tinygrad_lite import nn
 
 from .checkpoint import save_checkpoint
-from .model import GPT
+from .model import GPT, GPTConfig
 
 DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -133,6 +133,34 @@ def export_merged(model: GPT, out_dir: str | Path, *, tokenizer: dict, name: str
     plain.load_state_dict(merged_state_dict(model), strict=True)
     return save_checkpoint(out_dir, name, model=plain, model_config=model.config.to_dict(), tokenizer=tokenizer,
                            train_state=train_state or {"merged_lora": getattr(model, "_lora_settings", None)})
+
+
+# ------------------------------------------------------------ counting
+
+def block_linear_shapes(config: GPTConfig) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of each Linear in one transformer block of ``config`` (see model.py)."""
+    C = config.n_embd
+    return {"attn.c_attn": (C, 3 * C), "attn.c_proj": (C, C), "mlp.c_fc": (C, 4 * C), "mlp.c_proj": (4 * C, C)}
+
+
+def lora_parameter_counts(config: GPTConfig, r: int, targets=DEFAULT_TARGETS, num_labels: int = 0) -> dict:
+    """How many numbers LoRA trains on a GPT of ``config``, without building it (GPT-2 124M's
+    weights would take 0.5 GB): each wrapped Linear adds r (in + out); a classification head
+    (``num_labels`` > 0, Hugging Face's ``score``, no bias) adds n_embd x num_labels.
+
+    Returns base (the GPT's own count, tied embedding once), lora, head, trainable (lora + head),
+    total and trainable_fraction. tests/test_lora.py checks it against built models.
+    """
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    C, L, linears = config.n_embd, config.n_layer, block_linear_shapes(config)
+    bias = int(config.bias)
+    per_block = sum(i * o + bias * o for i, o in linears.values()) + 2 * (C + bias * C)  # + ln_1, ln_2
+    base = config.vocab_size * C + config.block_size * C + L * per_block + (C + bias * C)  # + ln_f
+    lora = L * sum(r * (i + o) for name, (i, o) in linears.items() if _is_target(name, targets))
+    head = C * num_labels
+    total = base + lora + head
+    return {"base": base, "lora": lora, "head": head, "trainable": lora + head, "total": total,
+            "trainable_fraction": (lora + head) / total}
 
 
 # ------------------------------------------------------------ adapters
