@@ -59,6 +59,18 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
         setattr(parent, child, module)
 
 
+def _refuse_tied_weights(model: nn.Module, chosen: list[tuple[str, nn.Linear]]) -> None:
+    """A merged update to a tied weight (GPT's lm_head is wte) would change its other use too."""
+    owners: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(parameter), []).append(name)
+    for name, linear in chosen:
+        tied = [other for other in owners[id(linear.weight)] if other != f"{name}.weight"]
+        if tied:
+            raise ValueError(f"apply_lora: {name}.weight is tied to {', '.join(tied)}; merging a LoRA update "
+                             "into it would change both, so leave it out of targets")
+
+
 def apply_lora(model: nn.Module, r: int, alpha: float, targets=DEFAULT_TARGETS, dropout: float = 0.0,
                modules_to_save=()) -> list[str]:
     """Replace every ``nn.Linear`` whose name ends in one of ``targets`` by an ``nn.LoRALinear`` (rank
@@ -77,6 +89,7 @@ def apply_lora(model: nn.Module, r: int, alpha: float, targets=DEFAULT_TARGETS, 
         hint = f" (it already has LoRA layers: {', '.join(already[:3])}, ...)" if already else ""
         raise ValueError(f"apply_lora: no nn.Linear in {type(model).__name__} has a name ending in one of "
                          f"{targets}{hint}")
+    _refuse_tied_weights(model, chosen)
     for name, linear in chosen:
         _set_submodule(model, name, nn.LoRALinear(linear, r, alpha, dropout))
     model.freeze(except_=("lora_A", "lora_B", *modules_to_save))

@@ -324,3 +324,8 @@ def test_a_peft_adapter_loads_into_ours_and_gives_the_same_logits(tmp_path):
     with torch.no_grad():
         expected = peft_model(torch.tensor(idx)).logits.numpy()
     np.testing.assert_allclose(logits(ours, idx), expected, rtol=0, atol=1e-4)
+
+
+def test_apply_lora_refuses_a_tied_weight():
+    with pytest.raises(ValueError, match=r"lm_head.weight is tied to wte.weight"):
+        apply_lora(tiny_gpt(), 2, 2, targets=("lm_head",))
