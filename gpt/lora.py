@@ -5,6 +5,7 @@
     save_adapter(model, "adapter/")               # adapter_model.safetensors + adapter_config.json
     load_adapter(base_model, "adapter/")          # the same LoRA layers on a fresh copy of the base
     export_merged(model, "merged/", tokenizer=checkpoint.tokenizer)   # a plain GPT checkpoint, LoRA folded in
+    export_merged_hf(model, "merged-hf/")         # the same as a Hugging Face GPT-2 folder
 
 The adapter folder is laid out as Hugging Face peft writes one, so the two can trade weights:
 
@@ -33,6 +34,7 @@ from tinygrad_lite import nn
 
 from .checkpoint import save_checkpoint
 from .model import GPT, GPTConfig
+from .pretrained import CONV1D_WEIGHTS
 
 DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -146,6 +148,35 @@ def export_merged(model: GPT, out_dir: str | Path, *, tokenizer: dict, name: str
     plain.load_state_dict(merged_state_dict(model), strict=True)
     return save_checkpoint(out_dir, name, model=plain, model_config=model.config.to_dict(), tokenizer=tokenizer,
                            train_state=train_state or {"merged_lora": getattr(model, "_lora_settings", None)})
+
+
+def export_merged_hf(model: GPT, folder: str | Path) -> Path:
+    """Write ``model`` with LoRA folded in as a Hugging Face GPT-2 folder (config.json and
+    model.safetensors, ``GPT2LMHeadModel``'s names, Conv1D weights stored (in, out)), which
+    ``GPT.from_pretrained`` and ``transformers.GPT2LMHeadModel.from_pretrained`` both read.
+    A model without biases (``bias=False``) is written with zero biases, which GPT-2 computes the same."""
+    if not isinstance(model, GPT):
+        raise TypeError(f"export_merged_hf: expected a GPT, got {type(model).__name__}")
+    c = model.config
+    state = merged_state_dict(model)
+    state.pop("lm_head.weight", None)  # tied to wte.weight, which transformers ties back on loading
+    for index in range(c.n_layer):  # biases GPT-2 always has; a bias-free model's are zeros
+        for name, size in (("ln_1.bias", c.n_embd), ("ln_2.bias", c.n_embd), ("attn.c_attn.bias", 3 * c.n_embd),
+                           ("attn.c_proj.bias", c.n_embd), ("mlp.c_fc.bias", 4 * c.n_embd),
+                           ("mlp.c_proj.bias", c.n_embd)):
+            state.setdefault(f"h.{index}.{name}", numpy.zeros(size, dtype=numpy.float32))
+    state.setdefault("ln_f.bias", numpy.zeros(c.n_embd, dtype=numpy.float32))
+    tensors = {f"transformer.{name}": numpy.ascontiguousarray(array.T) if name.endswith(CONV1D_WEIGHTS) else array
+               for name, array in state.items()}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tl.save(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": c.vocab_size,
+              "n_positions": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head,
+              "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+              "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": True}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return folder
 
 
 # ------------------------------------------------------------ counting

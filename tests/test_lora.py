@@ -14,8 +14,8 @@ import tinygrad_lite as tl
 from tinygrad_lite import nn
 from gpt import GPT, GPTConfig
 from gpt.checkpoint import load_checkpoint, load_model
-from gpt.lora import (apply_lora, export_merged, load_adapter, lora_layers, lora_parameter_counts, merge_lora,
-                      merged_state_dict, save_adapter, unmerge_lora)
+from gpt.lora import (apply_lora, export_merged, export_merged_hf, load_adapter, lora_layers, lora_parameter_counts,
+                      merge_lora, merged_state_dict, save_adapter, unmerge_lora)
 
 CONFIG = dict(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16, bias=True)
 TARGET_NAMES = [f"h.{i}.{name}" for i in range(2) for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
@@ -274,7 +274,7 @@ def test_gpt2_124m_lora_rank_16_with_a_2_class_head():
     config = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=True)
     counts = lora_parameter_counts(config, 16, num_labels=2)
     assert counts["base"] == 124_439_808  # GPT-2 small's own count (tests/test_gpt_model.py)
-    # per block r (in + out): c_attn 16 (768 + 2304), two c_proj 16 (768 + 768) and 16 (3072 + 768), c_fc 16 (768 + 3072)
+    # r (in + out) per layer of each block: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj
     assert counts["lora"] == 12 * 16 * ((768 + 2304) + (768 + 768) + (768 + 3072) + (3072 + 768))
     assert counts["trainable"] == counts["lora"] + 768 * 2 and counts["trainable_fraction"] < 0.02
 
@@ -329,3 +329,18 @@ def test_a_peft_adapter_loads_into_ours_and_gives_the_same_logits(tmp_path):
 def test_apply_lora_refuses_a_tied_weight():
     with pytest.raises(ValueError, match=r"lm_head.weight is tied to wte.weight"):
         apply_lora(tiny_gpt(), 2, 2, targets=("lm_head",))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_merged_hugging_face_export_loads_here_and_in_transformers(tmp_path, bias):
+    tl.manual_seed(0)
+    model, idx = GPT(GPTConfig(**dict(CONFIG, bias=bias))), ids()
+    apply_lora(model, r=4, alpha=8)
+    train_the_updates(model)
+    expected = logits(model, idx)
+    export_merged_hf(model, tmp_path / "hf")
+    np.testing.assert_allclose(logits(GPT.from_pretrained(tmp_path / "hf"), idx), expected, rtol=0, atol=1e-5)
+    torch, transformers = pytest.importorskip("torch"), pytest.importorskip("transformers")
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(hf(torch.tensor(idx)).logits.numpy(), expected, rtol=0, atol=1e-4)
