@@ -15,8 +15,8 @@ The adapter folder is laid out as Hugging Face peft writes one, so the two can t
   in ``GPT2LMHeadModel``; a model that already names its body ``transformer`` (the task heads) keeps
   its names. peft's GPT-2 layers are ``Conv1D`` (``fan_in_fan_out=True``), but their lora_A and lora_B
   have the same shapes as ours, so no transposes are needed.
-  Layers kept trainable with ``modules_to_save`` (a task head) are saved whole as
-  ``base_model.model.<name>.<param>`` (peft itself adds a ``modules_to_save`` level to those names).
+  Layers kept trainable with ``modules_to_save`` (a task head) are saved whole, as peft saves them:
+  ``base_model.model.<name>.<param>`` (``base_model.model.score.weight``).
 * ``adapter_config.json`` holds peft's ``LoraConfig`` fields: ``r``, ``lora_alpha``, ``target_modules``,
   ``lora_dropout``, ``fan_in_fan_out``, ``modules_to_save``, ``peft_type="LORA"``, ``bias="none"``.
   The same r, alpha and targets are also in the safetensors file's metadata.
@@ -84,19 +84,20 @@ def apply_lora(model: nn.Module, r: int, alpha: float, targets=DEFAULT_TARGETS, 
     """
     targets = (targets,) if isinstance(targets, str) else tuple(targets)
     modules_to_save = (modules_to_save,) if isinstance(modules_to_save, str) else tuple(modules_to_save)
+    already = list(lora_layers(model))
+    if already:  # one adapter per model: its settings are what save_adapter writes
+        raise ValueError(f"apply_lora: {type(model).__name__} already has LoRA layers ({', '.join(already[:3])}, "
+                         "...); apply it once, to a model without them")
     chosen = [(name, module) for name, module in model.named_modules()
               if isinstance(module, nn.Linear) and _is_target(name, targets)]
     if not chosen:
-        already = [name for name, module in model.named_modules() if isinstance(module, nn.LoRALinear)]
-        hint = f" (it already has LoRA layers: {', '.join(already[:3])}, ...)" if already else ""
-        raise ValueError(f"apply_lora: no nn.Linear in {type(model).__name__} has a name ending in one of "
-                         f"{targets}{hint}")
+        raise ValueError(f"apply_lora: no nn.Linear in {type(model).__name__} has a name ending in one of {targets}")
     _refuse_tied_weights(model, chosen)
     for name, linear in chosen:
         _set_submodule(model, name, nn.LoRALinear(linear, r, alpha, dropout))
     model.freeze(except_=("lora_A", "lora_B", *modules_to_save))
-    model._lora_settings = {"r": r, "lora_alpha": alpha, "target_modules": list(targets), "lora_dropout": dropout,
-                            "modules_to_save": list(modules_to_save)}
+    model.lora_config = {"r": r, "lora_alpha": alpha, "target_modules": list(targets), "lora_dropout": dropout,
+                         "modules_to_save": list(modules_to_save)}  # peft's LoraConfig fields, for save_adapter
     return [name for name, _ in chosen]
 
 
@@ -131,7 +132,8 @@ def merged_state_dict(model: nn.Module) -> dict[str, numpy.ndarray]:
             continue
         array = tl.backend.to_numpy(value.data)
         if layer is not None and leaf == "weight" and not layer.merged:
-            array = array + tl.backend.to_numpy(layer.get_delta_weight().data)
+            with tl.no_grad():
+                array = array + tl.backend.to_numpy(layer.get_delta_weight().data)
         state[name] = array
     return state
 
@@ -147,7 +149,7 @@ def export_merged(model: GPT, out_dir: str | Path, *, tokenizer: dict, name: str
     plain = GPT(model.config)
     plain.load_state_dict(merged_state_dict(model), strict=True)
     return save_checkpoint(out_dir, name, model=plain, model_config=model.config.to_dict(), tokenizer=tokenizer,
-                           train_state=train_state or {"merged_lora": getattr(model, "_lora_settings", None)})
+                           train_state=train_state or {"merged_lora": getattr(model, "lora_config", None)})
 
 
 def export_merged_hf(model: GPT, folder: str | Path) -> Path:
@@ -237,9 +239,10 @@ def adapter_state_dict(model: nn.Module) -> dict[str, numpy.ndarray]:
 
 
 def _settings_of(model: nn.Module) -> dict:
-    settings = getattr(model, "_lora_settings", None)
+    settings = getattr(model, "lora_config", None)
     if settings is None or not lora_layers(model):
-        raise ValueError(f"{type(model).__name__} has no LoRA layers: call apply_lora(model, ...) first")
+        raise ValueError(f"{type(model).__name__} has no LoRA layers made by apply_lora (no model.lora_config): "
+                         "call apply_lora(model, ...) first")
     return settings
 
 

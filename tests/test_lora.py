@@ -344,3 +344,31 @@ def test_merged_hugging_face_export_loads_here_and_in_transformers(tmp_path, bia
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
         np.testing.assert_allclose(hf(torch.tensor(idx)).logits.numpy(), expected, rtol=0, atol=1e-4)
+
+
+def test_a_peft_classifier_adapter_with_modules_to_save_loads_into_ours(tmp_path):
+    peft, torch = pytest.importorskip("peft"), pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2, num_labels=3,
+                                     pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    hf = transformers.GPT2ForSequenceClassification(config)
+    lora_config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], fan_in_fan_out=True,
+                                  modules_to_save=["score"])
+    peft_model = peft.get_peft_model(hf, lora_config)
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+
+    class WithHead(nn.Module):  # Hugging Face's names: the body is `transformer`, the head `score`
+        def __init__(self):
+            super().__init__()
+            self.transformer = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16))
+            self.score = nn.Linear(16, 3, bias=False)
+
+    ours = WithHead()
+    assert load_adapter(ours, tmp_path / "adapter") == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"]
+    saved = {name: p.detach().numpy() for name, p in peft_model.named_parameters()}
+    np.testing.assert_array_equal(ours.score.weight.numpy(),
+                                  saved["base_model.model.score.modules_to_save.default.weight"])
+    np.testing.assert_array_equal(ours.transformer.h[1].attn.c_attn.lora_A.numpy(),
+                                  saved["base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight"])
+    assert ours.score.weight.requires_grad and not ours.transformer.wte.weight.requires_grad
