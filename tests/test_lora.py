@@ -372,3 +372,13 @@ def test_a_peft_classifier_adapter_with_modules_to_save_loads_into_ours(tmp_path
     np.testing.assert_array_equal(ours.transformer.h[1].attn.c_attn.lora_A.numpy(),
                                   saved["base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight"])
     assert ours.score.weight.requires_grad and not ours.transformer.wte.weight.requires_grad
+
+
+def test_a_lora_linear_trains_only_its_update():
+    tl.manual_seed(0)
+    base = nn.Linear(4, 3)
+    layer = nn.LoRALinear(base, r=2)
+    assert not base.weight.requires_grad and not base.bias.requires_grad
+    assert [name for name, p in layer.named_parameters() if p.requires_grad] == ["lora_A", "lora_B"]
+    layer(tl.randn(2, 4)).sum().backward()
+    assert base.weight.grad is None and layer.lora_B.grad is not None
