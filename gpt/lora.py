@@ -146,7 +146,9 @@ def export_merged(model: GPT, out_dir: str | Path, *, tokenizer: dict, name: str
     if not isinstance(model, GPT):
         raise TypeError(f"export_merged: expected a GPT, got {type(model).__name__} (for other models, "
                         "merged_state_dict(model) gives the weights)")
-    plain = GPT(model.config)
+    rng_state = tl.backend.get_rng_state("cpu")  # GPT() draws initial weights, overwritten at once:
+    plain = GPT(model.config)                     # the generator is put back, so that exporting
+    tl.backend.set_rng_state(rng_state)           # changes no random number drawn after it
     plain.load_state_dict(merged_state_dict(model), strict=True)
     return save_checkpoint(out_dir, name, model=plain, model_config=model.config.to_dict(), tokenizer=tokenizer,
                            train_state=train_state or {"merged_lora": getattr(model, "lora_config", None)})

@@ -241,7 +241,11 @@ def test_merged_export_is_a_plain_gpt_checkpoint(tmp_path):
     assert set(state) == set(tiny_gpt().state_dict())  # no lora_A / lora_B keys
     assert not lora_layers(model)["h.0.attn.c_attn"].merged  # the model itself is left as it was
     tokenizer = {"kind": "char", "chars": "".join(chr(65 + i) for i in range(40))}
+    tl.manual_seed(5)
     export_merged(model, tmp_path / "merged", tokenizer=tokenizer)
+    after_export = tl.randn(3).numpy()
+    tl.manual_seed(5)
+    np.testing.assert_array_equal(after_export, tl.randn(3).numpy())  # exporting drew no random numbers
     loaded = load_model(load_checkpoint(tmp_path / "merged", "best"))
     assert type(loaded.h[0].attn.c_attn) is nn.Linear
     np.testing.assert_allclose(logits(loaded, idx), expected, rtol=0, atol=1e-5)
