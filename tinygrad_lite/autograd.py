@@ -321,6 +321,8 @@ def backward_pass(root: "Tensor", gradient, retain_graph: bool = False) -> None:
                                    "was freed by an earlier backward; pass retain_graph=True to it")
             if grad is not None and tensor.requires_grad:
                 tensor._accumulate_grad(grad)
+                for hook in tensor._post_accumulate_grad_hooks:  # e.g. DDP starting a bucket's all-reduce
+                    hook(tensor)
             continue
         if grad is not None and tensor._retains_grad:
             tensor._accumulate_grad(grad)
