@@ -28,8 +28,8 @@ BATCH, ACCUMULATE = 8, 2
 
 
 def train_tiny(dtype: str, zero: int, steps: int = 50) -> dict:
-    """Losses of ``steps`` AdamW steps (global batch BATCH, ACCUMULATE micro-steps, clip 0.5), and
-    the bytes of optimizer state this rank holds."""
+    """Losses and gradient norms of ``steps`` AdamW steps (global batch BATCH, ACCUMULATE micro-steps,
+    clip 0.5), and the bytes of optimizer state this rank holds."""
     tl.manual_seed(0)
     model = GPT(TINY)
     if dtype == "float64":
@@ -43,7 +43,7 @@ def train_tiny(dtype: str, zero: int, steps: int = 50) -> dict:
     tokens = numpy.where(noise.random(2000) < 0.1, noise.integers(0, TINY.vocab_size, size=2000),
                          numpy.arange(2000) % TINY.vocab_size)
     batches = numpy.random.default_rng(1)
-    losses = []
+    losses, grad_norms = [], []  # the norm of the averaged gradient: Adam alone would not notice a wrong scale
     for _ in range(steps):
         total = 0.0
         for micro in range(ACCUMULATE):
@@ -56,13 +56,13 @@ def train_tiny(dtype: str, zero: int, steps: int = 50) -> dict:
                 _, loss = ddp(x, y)
                 (loss * (1.0 / ACCUMULATE)).backward()
             total += loss.item()
-        clip_grad_norm_(model.parameters(), 0.5)
+        grad_norms.append(clip_grad_norm_(model.parameters(), 0.5))
         optimizer.step()
         optimizer.zero_grad()
         losses.append(dist.mean_over_ranks(total / ACCUMULATE))
     state_bytes = optimizer.state_bytes() if zero else sum(
         value.nbytes for state in optimizer.state.values() for value in state.values() if hasattr(value, "nbytes"))
-    return {"losses": losses, "state_bytes": state_bytes, "num_params": model.num_params(),
+    return {"losses": losses, "grad_norms": grad_norms, "state_bytes": state_bytes, "num_params": model.num_params(),
             "weights": float(sum(float(numpy.abs(p.data).sum()) for p in model.parameters()))}
 
 
