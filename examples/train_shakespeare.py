@@ -21,6 +21,19 @@ import os
 # product instead of spinning on the cores the next elementwise work needs (tinygrad_lite/cpu.py).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+
+def share_the_cores_between_ranks() -> None:
+    """Under ``mpiexec -n N``, the N processes on this machine split its cores: each runs its BLAS and
+    its own threads on cores / N (unless you set the variables yourself), instead of N x cores threads."""
+    local_ranks = int(os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or 1)
+    if local_ranks > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "TINYGRAD_LITE_CPU_THREADS"):
+            os.environ.setdefault(name, str(max(1, cores // local_ranks)))
+
+
+share_the_cores_between_ranks()
+
 import argparse  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402

@@ -316,11 +316,14 @@ class Tensor:
         backward_pass(self, gradient, retain_graph=retain_graph)
 
     def _accumulate_grad(self, grad) -> None:
-        """``.grad += grad`` (the first time, a private copy: grads must not alias)."""
+        """``.grad += grad`` (the first time, a private copy: grads must not alias); then the hooks
+        of ``register_post_accumulate_grad_hook`` (leaves only), as backward_pass finishes a leaf."""
         if self.grad is None:
             self.grad = Tensor(grad.copy())
         else:
             self.grad._data += grad
+        for hook in self._post_accumulate_grad_hooks:  # e.g. DDP starting a bucket's all-reduce
+            hook(self)
 
     # ------------------------------------------------------- in-place edits
     def _check_inplace(self, op: str) -> None:
