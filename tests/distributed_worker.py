@@ -2,6 +2,7 @@
 
     mpiexec -n 2 python tests/distributed_worker.py trajectories OUT.json   # DDP and ZeRO-1 losses, per rank
     mpiexec -n 2 python tests/distributed_worker.py dead-rank                # rank 1 leaves; rank 0 must not hang
+    mpiexec -n 1 python tests/distributed_worker.py nccl-one-rank            # on a GPU machine
 
 ``train_tiny`` trains a tiny GPT on a fixed random token stream: a world of 1 gives the
 one-process trajectory, a world of N the data-parallel one (each rank its rows of the
@@ -79,7 +80,25 @@ def dead_rank() -> None:
     print("rank 0: the all-reduce returned, which it must not", flush=True)
 
 
+def nccl_one_rank() -> None:
+    """The NCCL world's collectives on one GPU (a world of 1 would never build it: this does)."""
+    from tinygrad_lite.distributed.world import NCCLWorld  # noqa: PLC0415
+    world = NCCLWorld(timeout=30)
+    cupy = world.cupy
+    values = cupy.arange(6, dtype=cupy.float32)
+    assert world.all_reduce(values, op="mean").get().tolist() == list(range(6))
+    assert world.all_reduce(values, async_op=True).wait() is values
+    assert world.broadcast(values).get().tolist() == list(range(6))
+    assert world.all_gather(values).get().tolist() == list(range(6))
+    assert world.reduce_scatter(cupy.ones(4, dtype=cupy.float64)).get().tolist() == [1.0] * 4
+    assert world.all_reduce(numpy.ones(2), op="max").tolist() == [1.0, 1.0]  # numpy goes through MPI
+    print("nccl: all collectives ok", flush=True)
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "nccl-one-rank":
+        nccl_one_rank()
+        sys.exit(0)
     dist.init()
     if sys.argv[1] == "trajectories":
         trajectories(sys.argv[2])

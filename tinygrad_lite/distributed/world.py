@@ -264,7 +264,8 @@ def _check_sizes(name: str, out, expected: int, array) -> None:
 class NCCLWorld(MPIWorld):
     """GPU arrays through NCCL (``cupy.cuda.nccl``); MPI starts the processes and hands out NCCL's id.
 
-    Each rank uses GPU ``local rank`` (one GPU per process, as torchrun does). NCCL queues
+    Each rank uses GPU ``local rank`` (one GPU per process, as torchrun does). NumPy arrays (a loss,
+    a flag) still go through MPI, as torch's gloo side-channel would. NCCL queues
     the collective on the current CUDA stream; ``wait`` polls that stream until it is done
     or the deadline passes (then ``NcclCommunicator.abort`` and MPI_Abort). Not yet run on a GPU.
     """
@@ -286,6 +287,8 @@ class NCCLWorld(MPIWorld):
         self.all_reduce(self.cupy.zeros(1, dtype=self.cupy.float32))
 
     def all_reduce(self, array, op: str = "sum", async_op: bool = False):
+        if isinstance(array, numpy.ndarray):
+            return super().all_reduce(array, op, async_op)
         self._check(array, "all_reduce", op)
         start, stream = time.perf_counter(), self.cupy.cuda.get_current_stream()
         self.nccl_comm.allReduce(array.data.ptr, array.data.ptr, array.size, _nccl_dtype(self.nccl, array),
@@ -294,12 +297,16 @@ class NCCLWorld(MPIWorld):
         return work if async_op else work.wait()
 
     def broadcast(self, array, src: int = 0):
+        if isinstance(array, numpy.ndarray):
+            return super().broadcast(array, src)
         self._check(array, "broadcast")
         stream = self.cupy.cuda.get_current_stream()
         self.nccl_comm.bcast(array.data.ptr, array.size, _nccl_dtype(self.nccl, array), src, stream.ptr)
         return NCCLWork(self, stream, array, f"broadcast from rank {src}", time.perf_counter(), None).wait()
 
     def all_gather(self, array, out=None):
+        if isinstance(array, numpy.ndarray):
+            return super().all_gather(array, out)
         self._check(array, "all_gather")
         if out is None:
             out = self.cupy.empty((self.world_size * array.shape[0], *array.shape[1:]), dtype=array.dtype)
@@ -309,6 +316,8 @@ class NCCLWorld(MPIWorld):
         return NCCLWork(self, stream, out, "all_gather", time.perf_counter(), None).wait()
 
     def reduce_scatter(self, array, op: str = "sum", out=None):
+        if isinstance(array, numpy.ndarray):
+            return super().reduce_scatter(array, op, out)
         self._check(array, "reduce_scatter", op)
         if out is None:
             out = self.cupy.empty((array.shape[0] // self.world_size, *array.shape[1:]), dtype=array.dtype)
