@@ -362,7 +362,7 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
     tl.cpu.tune()  # glibc keeps freed temporaries for reuse (see tinygrad_lite/cpu.py)
     main = dist.init(config.device).rank == 0  # rank 0 of mpiexec's world (or the only process) owns the out-dir
     check_usable_folder(Path(config.out_dir), "--out-dir")  # before the cache folder is made
-    if config.cache_dir is not None:
+    if config.cache_dir is not None and main:  # (the other ranks use it after the barrier below)
         make_folder(Path(config.cache_dir), "--cache-dir")
     claimed = claim_out_dir(config.out_dir, resume=config.resume, overwrite=config.overwrite) if main \
         else contextlib.nullcontext(None)
