@@ -159,6 +159,15 @@ def test_a_plain_process_is_a_world_of_one():
         dist.all_reduce(array, op="avg")
 
 
+def test_one_process_never_imports_mpi4py():
+    code = ("import sys, tinygrad_lite as tl; tl.distributed.init(); tl.distributed.barrier(); "
+            "print('mpi4py' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_", "SLURM_"))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+                            env={**env, "PYTHONPATH": str(REPO)})
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
 def test_init_without_mpi4py_says_what_to_install(monkeypatch):
     monkeypatch.setenv("PMI_RANK", "0")
     monkeypatch.setenv("PMI_SIZE", "2")
