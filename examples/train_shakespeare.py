@@ -4,11 +4,14 @@
     python examples/train_shakespeare.py --device cuda            # nanoGPT's GPU config (6 layers, 384 wide)
     python examples/train_shakespeare.py --data input.txt         # a local copy of the text (no download)
     python examples/train_shakespeare.py --resume                 # continue the run in --out-dir
+    mpiexec -n 2 python examples/train_shakespeare.py             # data parallel: 2 processes, half the batch each
     python examples/sample.py --out-dir out-shakespeare --prompt "ROMEO:"
 
 Every flag left out takes its default for the device (or, with --resume, the
 value saved in the checkpoint). Ctrl-C saves a checkpoint and stops; --resume
-continues from it.
+continues from it. Under ``mpiexec -n N`` (``pip install -e ".[mpi]"``) the same
+command trains on N processes (--batch-size stays the global batch; rank 0 prints
+and saves; --zero 1 shards the optimizer state); see docs/scaling.md.
 """
 from __future__ import annotations
 
@@ -17,6 +20,19 @@ import os
 # Before anything loads numpy, which loads OpenBLAS: its idle threads then sleep soon after a matrix
 # product instead of spinning on the cores the next elementwise work needs (tinygrad_lite/cpu.py).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
+def share_the_cores_between_ranks() -> None:
+    """Under ``mpiexec -n N``, the N processes on this machine split its cores: each runs its BLAS and
+    its own threads on cores / N (unless you set the variables yourself), instead of N x cores threads."""
+    local_ranks = int(os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or 1)
+    if local_ranks > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "TINYGRAD_LITE_CPU_THREADS"):
+            os.environ.setdefault(name, str(max(1, cores // local_ranks)))
+
+
+share_the_cores_between_ranks()
 
 import argparse  # noqa: E402
 import re  # noqa: E402
@@ -37,6 +53,7 @@ from gpt.cli_types import number, whole_number  # noqa: E402
 from gpt.run_dir import RunDirError  # noqa: E402
 from gpt.train import TrainingDiverged  # noqa: E402
 from tinygrad_lite import GPUUnavailableError  # noqa: E402
+from tinygrad_lite import distributed as dist  # noqa: E402
 
 POSITIVE, NON_NEGATIVE = whole_number(at_least=1), whole_number(at_least=0)
 
@@ -83,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--beta1", type=number(at_least=0, below=1), help=default("beta1"))
     group.add_argument("--beta2", type=number(at_least=0, below=1), help=default("beta2"))
     group.add_argument("--grad-clip", type=number(at_least=0), help=f"max gradient norm, 0 = off; {default('grad_clip')}")
+    group.add_argument("--zero", type=int, choices=(0, 1), help="under mpiexec, 1 shards AdamW's moments over the "
+                       f"ranks (ZeRO-1); {default('zero')}")
 
     group = parser.add_argument_group("evaluation and output")
     group.add_argument("--eval-interval", type=POSITIVE, help=default("eval_interval"))
@@ -124,6 +143,13 @@ def as_flags(message: str) -> str:
     return re.sub(rf"(?<![\w-])({names})\b", lambda m: flags[m.group(1)], message.removeprefix("TrainConfig: "))
 
 
+def stop_every_rank(code: int) -> int:
+    """Under mpiexec, a rank that stops alone would leave the others waiting for it: end them all."""
+    if dist.world_size() > 1:
+        dist.abort(code, "this rank stopped (the error above), so every rank stops")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 1 the run failed (bad data, checkpoint, out-dir; divergence), 2 bad flags, 130 Ctrl-C."""
     parser = build_parser()
@@ -138,16 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(as_flags(str(error)))
     except (CheckpointError, RunDirError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return stop_every_rank(1)
     try:
         result = train(config)
     except (DataError, CheckpointError, RunDirError, TrainingDiverged, GPUUnavailableError, ValueError,
             OSError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return stop_every_rank(1)
     except KeyboardInterrupt:
         print("\nstopped; the last saved checkpoint is intact (continue with --resume)", file=sys.stderr)
-        return 130
+        return stop_every_rank(130)
+    if not dist.is_main_process():
+        return 0
     print(f"\n{result.iterations} iterations, {result.wall_time_s:.1f} s wall time, "
           f"{result.ms_per_iter:.1f} ms/iter, {result.tokens_per_s:,.0f} tokens/s")
     if result.final_val_loss is not None:

@@ -13,11 +13,18 @@ tinygrad_lite's generator, seeded once; its state goes into each checkpoint,
 so ``resume=True`` continues exactly where the run stopped. Evaluation and the
 samples use their own generators (seeded by seed and iteration), so how often
 you evaluate never changes the training batches.
+
+Under ``mpiexec -n N`` the same loop is data parallel (tinygrad_lite/distributed/):
+every rank draws the same global batch and trains on its 1/N of the rows, the
+gradients are averaged in backward (DistributedDataParallel), and only rank 0
+prints, logs, samples and writes checkpoints; ``zero=1`` shards AdamW's moments.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -28,6 +35,7 @@ from tqdm.auto import tqdm
 
 import tinygrad_lite as tl
 from tinygrad_lite import backend
+from tinygrad_lite import distributed as dist
 from tinygrad_lite.optim import WarmupCosineSchedule, clip_grad_norm_
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_json, save_checkpoint
@@ -77,6 +85,7 @@ class TrainConfig:
     allow_data_change: bool = False    # resume on a changed data file (the best val loss starts over)
     skip_nonfinite: int = 0            # steps with a non-finite loss or gradient to skip before stopping
     progress: bool = True              # the tqdm bar
+    zero: int = 0                      # 1: ZeRO-1, each rank keeps 1/N of AdamW's moments (under mpiexec)
 
     def __post_init__(self):
         if self.lr_decay_iters is None:
@@ -86,6 +95,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.zero not in (0, 1):
+            raise ValueError(f"TrainConfig: zero must be 0 (off) or 1 (shard the optimizer state), got {self.zero}")
         for name in ("max_iters", "warmup_iters", "sample_tokens", "skip_nonfinite", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
@@ -156,10 +167,10 @@ def estimate_loss(model: GPT, data, batch_size: int, block_size: int, eval_iters
         for split in ("train", "val"):
             total = 0.0
             for _ in range(eval_iters):
-                x, y = data.get_batch(split, batch_size, block_size, rng)
+                x, y = dist.local_rows(*data.get_batch(split, batch_size, block_size, rng))  # all rows: 1 process
                 _, loss = model(x, y)
                 total += loss.item()
-            losses[split] = total / eval_iters
+            losses[split] = dist.mean_over_ranks(total) / eval_iters  # each rank's rows, averaged
     return losses
 
 
@@ -184,8 +195,10 @@ def write_sample(model: GPT, tokenizer, data, max_new_tokens: int, rng) -> str:
 class MetricsLog:
     """``metrics.jsonl``: one JSON object per line, one line per iteration and per evaluation."""
 
-    def __init__(self, path: Path, resume_from: int | None):
-        self.path = path
+    def __init__(self, path: Path, resume_from: int | None, enabled: bool = True):
+        self.path, self.file = path, None
+        if not enabled:  # ranks other than 0 log nothing
+            return
         lines = []
         if resume_from is not None and path.is_file():  # keep the history up to the checkpoint
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -200,11 +213,13 @@ class MetricsLog:
         self.file = open(path, "a", encoding="utf-8")
 
     def write(self, **entry) -> None:
-        self.file.write(json.dumps(entry) + "\n")
-        self.file.flush()
+        if self.file is not None:
+            self.file.write(json.dumps(entry) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def plot_losses(metrics_path: Path, png_path: Path) -> bool:
@@ -269,6 +284,12 @@ class StopOnInterrupt:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
         return False
+
+    def agreed(self) -> bool:
+        """Whether to stop now. Under mpiexec Ctrl-C reaches each rank at its own moment, so the ranks
+        agree (one tiny all-reduce) and all stop after the same iteration."""
+        self.requested = dist.any_rank(self.requested)
+        return self.requested
 
 
 # ------------------------------------------------------------------ train
@@ -343,22 +364,27 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
     out-dir at a time.
     """
     tl.cpu.tune()  # glibc keeps freed temporaries for reuse (see tinygrad_lite/cpu.py)
+    main = dist.init(config.device).rank == 0  # rank 0 of mpiexec's world (or the only process) owns the out-dir
     check_usable_folder(Path(config.out_dir), "--out-dir")  # before the cache folder is made
-    if config.cache_dir is not None:
+    if config.cache_dir is not None and main:  # (the other ranks use it after the barrier below)
         make_folder(Path(config.cache_dir), "--cache-dir")
-    with claim_out_dir(config.out_dir, resume=config.resume, overwrite=config.overwrite) as moved:
+    claimed = claim_out_dir(config.out_dir, resume=config.resume, overwrite=config.overwrite) if main \
+        else contextlib.nullcontext(None)
+    with claimed as moved, only_rank0_prints(main):
+        dist.barrier()  # the other ranks start once rank 0 owns the out-dir
         if moved is not None:
             tqdm.write(f"--overwrite: the previous run in {config.out_dir} is now in {moved}")
         started = time.perf_counter()
         run = set_up_run(config, opener)
-        run.metrics = MetricsLog(run.out_dir / "metrics.jsonl", resume_from=run.start_iter if run.resumed else None)
+        run.metrics = MetricsLog(run.out_dir / "metrics.jsonl", resume_from=run.start_iter if run.resumed else None,
+                                 enabled=main)
         progress = tqdm(total=config.max_iters, initial=run.start_iter, desc="training", unit="it",
-                        disable=not config.progress, dynamic_ncols=True)
+                        disable=not config.progress or not main, dynamic_ncols=True)
         try:
             with StopOnInterrupt(tqdm.write) as stop:
                 it = run.start_iter
                 run.model.train()
-                while it < config.max_iters and not stop.requested:
+                while it < config.max_iters and not stop.agreed():
                     if it % config.eval_interval == 0 and not (run.resumed and it == run.start_iter):
                         evaluate_and_save(run, it)
                         if out_of_patience(run):
@@ -373,7 +399,7 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
         finally:
             progress.close()
             run.metrics.close()
-        if plot_losses(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png"):
+        if main and plot_losses(run.out_dir / "metrics.jsonl", run.out_dir / "loss.png"):
             tqdm.write(f"loss curve: {run.out_dir / 'loss.png'}")
         ms_per_iter = 1000 * float(numpy.mean(run.step_times)) if run.step_times else float("nan")
         return TrainResult(iterations=it, final_train_loss=final["train"], final_val_loss=final["val"],
@@ -382,6 +408,16 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
                            tokens_per_s=config.tokens_per_iter() * 1000 / ms_per_iter if run.step_times else float("nan"),
                            sample=run.sample, interrupted=interrupted, out_dir=run.out_dir,
                            train_losses=run.train_losses, stopped_early=run.stopped_early)
+
+
+@contextlib.contextmanager
+def only_rank0_prints(main: bool):
+    """On ranks other than 0, what the loop prints (tqdm.write goes to stdout) goes nowhere."""
+    if main:
+        yield
+        return
+    with open(os.devnull, "w", encoding="utf-8") as nowhere, contextlib.redirect_stdout(nowhere):
+        yield
 
 
 @dataclass
@@ -398,6 +434,7 @@ class Run:
     optimizer: object
     schedule: WarmupCosineSchedule   # the lr of each iteration: warmup, then cosine decay
     params: list                     # the model's parameters, in order (for gradient clipping)
+    ddp: object = None               # DistributedDataParallel(model) under mpiexec: what the steps call
     start_iter: int = 0
     best_val_loss: float = math.inf
     resumed: bool = False
@@ -411,6 +448,11 @@ class Run:
     sample: str = ""
 
     def save(self, name: str, iteration: int) -> None:
+        if isinstance(self.optimizer, dist.ZeroRedundancyOptimizer):
+            self.optimizer.consolidate_state_dict()  # every rank: each holds only its shard of the moments
+        self.last_saved = iteration
+        if not dist.is_main_process():
+            return
         once_only = ("resume", "overwrite", "allow_data_change")  # they apply to one start, not to the run
         state = {"iteration": iteration,
                  "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
@@ -420,7 +462,6 @@ class Run:
                  "data_file": self.data_file}
         save_checkpoint(self.out_dir, name, model=self.model, model_config=self.model_config.to_dict(),
                         tokenizer=self.tokenizer.to_dict(), train_state=state, optimizer=self.optimizer)
-        self.last_saved = iteration
 
 
 def set_up_run(config: TrainConfig, opener=None) -> Run:
@@ -441,16 +482,24 @@ def set_up_run(config: TrainConfig, opener=None) -> Run:
     optimizer = model.configure_optimizer(config.lr, config.weight_decay, (config.beta1, config.beta2))
     schedule = WarmupCosineSchedule(optimizer, warmup_iters=config.warmup_iters, max_iters=config.lr_decay_iters,
                                     max_lr=config.lr, min_lr=config.min_lr)
+    if config.zero:
+        optimizer = dist.ZeroRedundancyOptimizer(optimizer)  # the same param_groups: the schedule still sets lr
+    ranks = dist.world_size()
+    if config.batch_size % ranks:
+        raise ValueError(f"--batch-size {config.batch_size} does not split over {ranks} ranks: it is the global "
+                         f"batch, so use a multiple of {ranks}")
     run = Run(config=config, out_dir=Path(config.out_dir), device=device, data=data, tokenizer=tokenizer,
               data_file=file_identity(text_path), model_config=wanted, model=model, optimizer=optimizer,
-              schedule=schedule, params=list(model.parameters()))
+              schedule=schedule, params=list(model.parameters()),
+              ddp=dist.DistributedDataParallel(model) if ranks > 1 else None)  # rank 0's weights everywhere
     if checkpoint is not None:
         restore_training_state(run, checkpoint)
     say = tqdm.write
     say(f"data: {text_path} -> {len(data.train):,} train / {len(data.val):,} val tokens "
         f"(tokenizer {config.tokenizer}, vocabulary {tokenizer.vocab_size})")
     say(model.param_table())
-    say(f"{config.tokens_per_iter():,} tokens per iteration on {device}; "
+    say(f"{config.tokens_per_iter():,} tokens per iteration on {device}"
+        f"{f' ({ranks} ranks, {config.batch_size // ranks} rows each)' if ranks > 1 else ''}; "
         f"{'resuming at' if run.resumed else 'starting at'} iteration {run.start_iter} of {config.max_iters}; "
         f"writing to {run.out_dir}")
     return run
@@ -488,7 +537,7 @@ def evaluate_and_save(run: Run, it: int) -> None:
                       val_perplexity=perplexity(losses["val"]))
     tqdm.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                f"(perplexity {perplexity(losses['val']):.2f})")
-    if it > 0:
+    if it > 0 and dist.is_main_process():
         run.sample = write_sample(run.model, run.tokenizer, run.data, config.sample_tokens,
                                   numpy.random.default_rng([config.seed, it, 1]))
         tqdm.write(f"--- sample at iter {it} ---\n{run.sample}\n---")
@@ -521,12 +570,17 @@ def take_a_step(run: Run, it: int) -> tuple[float, float]:
     lr = run.schedule.set_iteration(it)[0]  # every group's lr for this iteration (warmup, then cosine decay)
     step_start = time.perf_counter()
     loss_sum = 0.0
-    for _ in range(config.gradient_accumulation_steps):
-        x, y = run.data.get_batch("train", config.batch_size, config.block_size, backend.generator("cpu"))
-        _, loss = run.model(x, y)
-        # gradients add up over the micro-batches: scale so the sum is their mean
-        (loss * (1.0 / config.gradient_accumulation_steps)).backward()
+    for micro_step in range(config.gradient_accumulation_steps):
+        # every rank draws the global batch (the same generator state) and keeps its rows
+        x, y = dist.local_rows(*run.data.get_batch("train", config.batch_size, config.block_size,
+                                                   backend.generator("cpu")))
+        last = micro_step == config.gradient_accumulation_steps - 1
+        with gradient_sync(run, last):
+            _, loss = (run.ddp if run.ddp is not None else run.model)(x, y)
+            # gradients add up over the micro-batches: scale so the sum is their mean
+            (loss * (1.0 / config.gradient_accumulation_steps)).backward()
         loss_sum += loss.item()
+    loss_sum = dist.mean_over_ranks(loss_sum)  # the global batch's loss, the same on every rank
     grad_norm = clip_grad_norm_(run.params, config.grad_clip) if config.grad_clip > 0 else None
     if math.isfinite(loss_sum) and (grad_norm is None or math.isfinite(grad_norm)):
         optimizer.step()
@@ -545,6 +599,11 @@ def take_a_step(run: Run, it: int) -> tuple[float, float]:
     run.metrics.write(kind="train", iter=it, loss=step_loss, lr=lr, grad_norm=grad_norm,
                       ms_per_iter=step_time * 1000, tokens_per_s=tokens_per_s)
     return step_loss, step_time
+
+
+def gradient_sync(run: Run, last_micro_step: bool):
+    """DDP averages the gradients over the ranks in the backward of the last micro-step only."""
+    return run.ddp.no_sync() if run.ddp is not None and not last_micro_step else contextlib.nullcontext()
 
 
 def finish(run: Run, it: int, interrupted: bool) -> dict[str, float | None]:
@@ -568,7 +627,8 @@ def finish(run: Run, it: int, interrupted: bool) -> dict[str, float | None]:
         run.best_val_loss = losses["val"]
         run.save("best", it)
     run.save("last", it)
-    run.sample = write_sample(run.model, run.tokenizer, run.data, int(config.sample_tokens * 2.5),
-                              numpy.random.default_rng([config.seed, it, 1]))
-    tqdm.write(f"--- sample at iter {it} ---\n{run.sample}\n---")
+    if dist.is_main_process():
+        run.sample = write_sample(run.model, run.tokenizer, run.data, int(config.sample_tokens * 2.5),
+                                  numpy.random.default_rng([config.seed, it, 1]))
+        tqdm.write(f"--- sample at iter {it} ---\n{run.sample}\n---")
     return losses

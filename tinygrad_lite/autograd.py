@@ -320,7 +320,7 @@ def backward_pass(root: "Tensor", gradient, retain_graph: bool = False) -> None:
                 raise RuntimeError("Trying to backward through the graph a second time: an intermediate result "
                                    "was freed by an earlier backward; pass retain_graph=True to it")
             if grad is not None and tensor.requires_grad:
-                tensor._accumulate_grad(grad)
+                tensor._accumulate_grad(grad)  # then the tensor's post-accumulate hooks, if any
             continue
         if grad is not None and tensor._retains_grad:
             tensor._accumulate_grad(grad)

@@ -79,6 +79,8 @@ def _numpy_spellings(op: str, numpy_names: dict, dim, dim_default=None, keepdim=
 class Tensor:
     # Let ``numpy_array + tensor`` call Tensor.__radd__ instead of numpy's own loop.
     __array_ufunc__ = None
+    # Called with the tensor once backward has added into its .grad (a class default: most have none).
+    _post_accumulate_grad_hooks: tuple = ()
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device: str | None = None):
         if isinstance(data, Tensor):
@@ -223,6 +225,19 @@ class Tensor:
             self._retains_grad = True
         return self
 
+    def register_post_accumulate_grad_hook(self, hook) -> "HookHandle":
+        """Call ``hook(self)`` each time a backward pass has added this leaf's gradient into ``.grad``.
+
+        By then the gradient is complete for that backward (every op that used the leaf has run),
+        which is what ``distributed.DistributedDataParallel`` waits for to start averaging a bucket
+        of gradients while the rest of the backward runs. Returns a handle; ``handle.remove()``.
+        """
+        if self._ctx is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only for leaf tensors "
+                               f"(this one, shape {self.shape}, was computed by {type(self._ctx).__name__})")
+        self._post_accumulate_grad_hooks = (*self._post_accumulate_grad_hooks, hook)
+        return HookHandle(self, hook)
+
     def to(self, *args, dtype=None, device: str | None = None) -> "Tensor":
         """This tensor with another device and/or dtype, as torch: ``to('cuda')``, ``to(tl.float64)``,
         ``to(other)`` (its device and dtype), ``to('cpu', tl.long)``; differentiable (float dtypes)."""
@@ -301,11 +316,14 @@ class Tensor:
         backward_pass(self, gradient, retain_graph=retain_graph)
 
     def _accumulate_grad(self, grad) -> None:
-        """``.grad += grad`` (the first time, a private copy: grads must not alias)."""
+        """``.grad += grad`` (the first time, a private copy: grads must not alias); then the hooks
+        of ``register_post_accumulate_grad_hook`` (leaves only), as backward_pass finishes a leaf."""
         if self.grad is None:
             self.grad = Tensor(grad.copy())
         else:
             self.grad._data += grad
+        for hook in self._post_accumulate_grad_hooks:  # e.g. DDP starting a bucket's all-reduce
+            hook(self)
 
     # ------------------------------------------------------- in-place edits
     def _check_inplace(self, op: str) -> None:
@@ -951,3 +969,14 @@ def tanh(x: Tensor) -> Tensor:
 
 def sigmoid(x: Tensor) -> Tensor:
     return x.sigmoid()
+
+
+class HookHandle:
+    """What ``register_post_accumulate_grad_hook`` returns: ``remove()`` unregisters the hook."""
+
+    def __init__(self, tensor: Tensor, hook):
+        self.tensor, self.hook = tensor, hook
+
+    def remove(self) -> None:
+        self.tensor._post_accumulate_grad_hooks = tuple(h for h in self.tensor._post_accumulate_grad_hooks
+                                                        if h is not self.hook)
