@@ -75,6 +75,12 @@ class QuantizedLinear(nn.Module):
         y = y * self.scale.astype(x.dtype)  # = x W^T: row o's scale applied to output column o
         return y if self.bias is None else y + self.bias
 
+    @property
+    def weight(self):
+        raise AttributeError("QuantizedLinear has no float weight: it stores weight_int8 and scale "
+                             "(dequantized_weight() rebuilds the float matrix); code that reads Linear weights, "
+                             "like generate's decoder='folded', needs the float model (use decoder='modules')")
+
     def dequantized_weight(self) -> tl.Tensor:
         return tl.Tensor(dequantize_per_channel(self.weight_int8.data, self.scale.data))
 

@@ -130,7 +130,7 @@ def test_grad_scaler_disabled_is_a_plain_step():
 def _train(use_amp: bool, steps: int, init_scale: float = 2.0 ** 16):
     """A tiny GPT on a learnable sequence, AdamW with clipping, the loop of amp.py's docstring."""
     tl.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=16))
+    model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=16))  # NumPy float16 is slow
     optimizer = model.configure_optimizer(lr=3e-3, weight_decay=0.1)
     scaler = tl.amp.GradScaler(init_scale=init_scale, enabled=use_amp)
     rng = np.random.default_rng(0)
@@ -168,6 +168,7 @@ def test_float16_training_tracks_float32_within_0_05_over_200_steps():
 def test_too_large_a_loss_scale_overflows_float16_and_backs_off():
     # 2**40 times the loss gradient overflows float16 (max 65504) in backward: steps are skipped
     # and the scale halved until the gradients fit, then training goes on.
-    losses, _, _, scaler = _train(use_amp=True, steps=30, init_scale=2.0 ** 40)
+    with np.errstate(over="ignore", invalid="ignore"):  # the overflows are the point
+        losses, _, _, scaler = _train(use_amp=True, steps=30, init_scale=2.0 ** 40)
     assert scaler.skipped_steps >= 10 and scaler.get_scale() <= 2.0 ** 30
     assert np.isfinite(losses).all() and losses[-5:].mean() < losses[0]

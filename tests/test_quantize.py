@@ -59,6 +59,8 @@ def test_int8_gpt_is_a_copy_whose_logits_stay_close_and_generate_works():
     out = quantized.generate(idx[:, :4], 10, temperature=0.8, generator=np.random.default_rng(0))
     assert out.shape == (2, 14) and out.dtype.kind == "i" and (out < 32).all()
     np.testing.assert_array_equal(out[:, :4], idx[:, :4])
+    with pytest.raises(AttributeError, match="decoder='modules'"):  # the folded decoder reads float weights
+        quantized.generate(idx[:, :4], 2, decoder="folded")
 
 
 def test_int8_gpt_is_accepted_by_estimate_loss():
