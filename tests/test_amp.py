@@ -127,10 +127,11 @@ def test_grad_scaler_disabled_is_a_plain_step():
 
 # ------------------------------------------------ float16 training follows float32
 
-def _train(use_amp: bool, steps: int, init_scale: float = 2.0 ** 16):
+def _train(use_amp: bool, steps: int, init_scale: float = 2.0 ** 16, device: str = "cpu"):
     """A tiny GPT on a learnable sequence, AdamW with clipping, the loop of amp.py's docstring."""
     tl.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=16))  # NumPy float16 is slow
+    model.to(device)
     optimizer = model.configure_optimizer(lr=3e-3, weight_decay=0.1)
     scaler = tl.amp.GradScaler(init_scale=init_scale, enabled=use_amp)
     rng = np.random.default_rng(0)
@@ -138,8 +139,8 @@ def _train(use_amp: bool, steps: int, init_scale: float = 2.0 ** 16):
     losses = []
     for _ in range(steps):
         starts = rng.integers(0, text.size - 9, 4)
-        x = np.stack([text[s:s + 8] for s in starts])
-        y = np.stack([text[s + 1:s + 9] for s in starts])
+        x = tl.backend.to_device(np.stack([text[s:s + 8] for s in starts]), device)
+        y = tl.backend.to_device(np.stack([text[s + 1:s + 9] for s in starts]), device)
         with tl.autocast(tl.float16, enabled=use_amp):
             _, loss = model(x, y)
         optimizer.zero_grad()
@@ -163,6 +164,15 @@ def test_float16_training_tracks_float32_within_0_05_over_200_steps():
     assert all(value.dtype == np.float32 for state in optimizer.state.values() for value in state.values()
                if hasattr(value, "dtype") and value.ndim > 0)
     assert scaler.skipped_steps == 0
+
+
+@pytest.mark.gpu
+def test_float16_training_on_the_gpu_tracks_float32():
+    reference, *_ = _train(use_amp=False, steps=200, device="cuda")
+    mixed, model, _, scaler = _train(use_amp=True, steps=200, device="cuda")
+    gap = np.abs(mixed - reference).max()
+    assert 0 < gap <= 0.05, f"float16 and float32 loss curves on the GPU differ by up to {gap:.4f}"
+    assert all(p.dtype == tl.float32 and p.device == "cuda" for p in model.parameters())
 
 
 def test_too_large_a_loss_scale_overflows_float16_and_backs_off():

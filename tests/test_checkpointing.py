@@ -19,14 +19,15 @@ def _config(**overrides) -> GPTConfig:
     return GPTConfig(**settings)
 
 
-def test_checkpointed_block_gives_bit_identical_gradients_in_float64():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_checkpointed_block_gives_bit_identical_gradients_in_float64(device):
     tl.manual_seed(0)
-    block = Block(_config()).double()
+    block = Block(_config()).double().to(device)
     x_values = np.random.default_rng(0).normal(size=(3, 8, 16))
     results = []
     for use_checkpoint in (False, True):
         block.zero_grad()
-        x = tl.Tensor(x_values, requires_grad=True)
+        x = tl.Tensor(x_values, requires_grad=True, device=device)
         out = checkpoint(block, x) if use_checkpoint else block(x)
         (out * out).sum().backward()
         results.append((out.numpy(), x.grad.numpy(), {n: p.grad.numpy().copy() for n, p in block.named_parameters()}))

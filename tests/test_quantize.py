@@ -63,6 +63,18 @@ def test_int8_gpt_is_a_copy_whose_logits_stay_close_and_generate_works():
         quantized.generate(idx[:, :4], 2, decoder="folded")
 
 
+@pytest.mark.gpu
+def test_int8_gpt_on_the_gpu_matches_the_cpu_one():
+    quantized = int8(_tiny_gpt())
+    idx = np.random.default_rng(0).integers(0, 32, (2, 16))
+    with tl.no_grad():
+        on_cpu = quantized(idx)[0].numpy()
+        quantized.to("cuda")
+        assert quantized.h[0].attn.c_attn.weight_int8.dtype == np.int8  # .to keeps integer buffers' dtype
+        on_gpu = quantized(tl.backend.to_device(idx, "cuda"))[0].numpy()
+    np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-4, atol=1e-5)
+
+
 def test_int8_gpt_is_accepted_by_estimate_loss():
     class Data:  # the one method estimate_loss uses
         def get_batch(self, split, batch_size, block_size, rng):

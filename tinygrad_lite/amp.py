@@ -68,7 +68,7 @@ def is_autocast_enabled() -> bool:
 
 
 def _resolve_dtype(dtype) -> numpy.dtype:
-    if isinstance(dtype, str) and dtype in ("bfloat16", "bf16") or (bfloat16 is not None and dtype is bfloat16):
+    if (isinstance(dtype, str) and dtype in ("bfloat16", "bf16")) or (bfloat16 is not None and dtype is bfloat16):
         if bfloat16 is None:
             raise TypeError("autocast: bfloat16 on NumPy needs the ml_dtypes package (pip install ml_dtypes); "
                             "float16 needs nothing")
