@@ -4,6 +4,7 @@
         --temperature 0.8 --top-k 200
     python examples/sample.py --out-dir out-shakespeare --decoder folded  # the fast KV-cache decoder
     python examples/sample.py --out-dir out-shakespeare --compare-cache   # time no cache and both decoders
+    python examples/sample.py --out-dir out-shakespeare --int8            # int8 weights (gpt/quantize.py)
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from gpt.checkpoint import CheckpointError  # noqa: E402
 from gpt.cli_types import number, whole_number  # noqa: E402
+from gpt.quantize import int8, weight_bytes  # noqa: E402
 from gpt.sample import load_for_sampling, sample_text  # noqa: E402
 import tinygrad_lite as tl  # noqa: E402
 from tinygrad_lite import GPUUnavailableError  # noqa: E402
@@ -53,15 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "fast path (gpt/generation.py)")
     parser.add_argument("--compare-cache", action="store_true",
                         help="generate without the KV cache and with each decoder, and report the speeds")
+    parser.add_argument("--int8", action="store_true",
+                        help="quantize every Linear's weight to int8 first (gpt/quantize.py; the modules decoder)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 1 the sampling failed (missing or damaged checkpoint, bad prompt), 2 bad flags."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.int8 and (args.decoder == "folded" or args.compare_cache):
+        parser.error("--int8 runs the modules decoder: the folded one reads float weights "
+                     "(leave out --decoder folded and --compare-cache)")
     tl.cpu.tune()  # glibc keeps freed temporaries for reuse (see tinygrad_lite/cpu.py)
     try:
         model, tokenizer = load_for_sampling(args.out_dir, args.checkpoint, args.device)
+        if args.int8:
+            float_bytes, model = weight_bytes(model), int8(model)
+            print(f"int8 weights: {weight_bytes(model):,} bytes ({weight_bytes(model) / float_bytes:.0%} of "
+                  f"{float_bytes:,} in float32)", file=sys.stderr)
         modes = ([(True, "modules"), (True, "folded"), (False, "modules")] if args.compare_cache
                  else [(args.use_cache, args.decoder)])
         for index in range(args.num_samples):

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--grad-clip", type=number(at_least=0), help=f"max gradient norm, 0 = off; {default('grad_clip')}")
     group.add_argument("--zero", type=int, choices=(0, 1), help="under mpiexec, 1 shards AdamW's moments over the "
                        f"ranks (ZeRO-1); {default('zero')}")
+    group.add_argument("--dtype", choices=("float32", "float16"),
+                       help=f"float16: mixed precision, matmuls in float16, weights float32 (tinygrad_lite/amp.py); "
+                            f"{default('dtype')}")
 
     group = parser.add_argument_group("evaluation and output")
     group.add_argument("--eval-interval", type=POSITIVE, help=default("eval_interval"))

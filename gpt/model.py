@@ -25,6 +25,7 @@ import tinygrad_lite as tl
 from tinygrad_lite import functional as F
 from tinygrad_lite import nn
 from tinygrad_lite.optim import AdamW
+from tinygrad_lite.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -36,6 +37,7 @@ class GPTConfig:
     n_embd: int
     dropout: float = 0.0     # on the embeddings and on each residual branch, while training
     bias: bool = True        # biases in the Linears and LayerNorms (GPT-2 has them; nanoGPT can drop them)
+    checkpoint_blocks: bool = False  # training: recompute each block's forward in backward (less memory)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -173,7 +175,10 @@ class GPT(nn.Module):
         x = self.drop(self.wte(idx) + self.wpe(positions))
         layer_caches = cache.layers if cache is not None else [None] * len(self.h)
         for block, layer_cache in zip(self.h, layer_caches):
-            x = block(x, layer_cache)
+            if self.config.checkpoint_blocks and layer_cache is None:
+                x = checkpoint(block, x)  # keeps only x for backward, which reruns the block (utils/checkpoint.py)
+            else:
+                x = block(x, layer_cache)
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 import tinygrad_lite as tl
 from tinygrad_lite import backend
 from tinygrad_lite import distributed as dist
+from tinygrad_lite.amp import GradScaler
 from tinygrad_lite.optim import WarmupCosineSchedule, clip_grad_norm_
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_json, save_checkpoint
@@ -71,6 +72,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0             # 0 turns clipping off
+    dtype: str = "float32"             # "float16": mixed precision (tl.autocast, a GradScaler; weights stay float32)
     # evaluation and output
     eval_interval: int = 250
     eval_iters: int = 20
@@ -97,6 +99,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
         if self.zero not in (0, 1):
             raise ValueError(f"TrainConfig: zero must be 0 (off) or 1 (shard the optimizer state), got {self.zero}")
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"TrainConfig: dtype must be 'float32' or 'float16' (mixed precision), got {self.dtype!r}")
         for name in ("max_iters", "warmup_iters", "sample_tokens", "skip_nonfinite", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
@@ -443,6 +447,7 @@ class Run:
     skipped: int = 0                 # non-finite steps skipped so far (--skip-nonfinite)
     evals_without_improvement: int = 0  # since the best val loss (--patience)
     stopped_early: bool = False
+    scaler: GradScaler | None = None  # the loss scaler of --dtype float16 (a no-op in float32)
     step_times: list = field(default_factory=list)
     train_losses: list = field(default_factory=list)
     sample: str = ""
@@ -491,7 +496,8 @@ def set_up_run(config: TrainConfig, opener=None) -> Run:
     run = Run(config=config, out_dir=Path(config.out_dir), device=device, data=data, tokenizer=tokenizer,
               data_file=file_identity(text_path), model_config=wanted, model=model, optimizer=optimizer,
               schedule=schedule, params=list(model.parameters()),
-              ddp=dist.DistributedDataParallel(model) if ranks > 1 else None)  # rank 0's weights everywhere
+              ddp=dist.DistributedDataParallel(model) if ranks > 1 else None,  # rank 0's weights everywhere
+              scaler=GradScaler(device=device, enabled=config.dtype == "float16"))
     if checkpoint is not None:
         restore_training_state(run, checkpoint)
     say = tqdm.write
@@ -566,7 +572,7 @@ def take_a_step(run: Run, it: int) -> tuple[float, float]:
     """One optimizer step: set the lr, accumulate gradients over the micro-batches, clip, update.
     A non-finite loss or gradient norm skips the update (--skip-nonfinite) or stops the run.
     Returns the step's loss and its time in seconds."""
-    config, optimizer = run.config, run.optimizer
+    config, optimizer, scaler = run.config, run.optimizer, run.scaler
     lr = run.schedule.set_iteration(it)[0]  # every group's lr for this iteration (warmup, then cosine decay)
     step_start = time.perf_counter()
     loss_sum = 0.0
@@ -576,19 +582,23 @@ def take_a_step(run: Run, it: int) -> tuple[float, float]:
                                                    backend.generator("cpu")))
         last = micro_step == config.gradient_accumulation_steps - 1
         with gradient_sync(run, last):
-            _, loss = (run.ddp if run.ddp is not None else run.model)(x, y)
+            with tl.autocast(tl.float16, enabled=config.dtype == "float16"):  # matmuls in float16 (tinygrad_lite/amp.py)
+                _, loss = (run.ddp if run.ddp is not None else run.model)(x, y)
             # gradients add up over the micro-batches: scale so the sum is their mean
-            (loss * (1.0 / config.gradient_accumulation_steps)).backward()
+            scaler.scale(loss * (1.0 / config.gradient_accumulation_steps)).backward()
         loss_sum += loss.item()
     loss_sum = dist.mean_over_ranks(loss_sum)  # the global batch's loss, the same on every rank
+    scaler.unscale_(optimizer)  # float16: the true gradients again, before clipping
     grad_norm = clip_grad_norm_(run.params, config.grad_clip) if config.grad_clip > 0 else None
-    if math.isfinite(loss_sum) and (grad_norm is None or math.isfinite(grad_norm)):
-        optimizer.step()
+    # (in float16 an overflowed gradient is routine: the scaler skips that step and halves its scale)
+    if math.isfinite(loss_sum) and (grad_norm is None or math.isfinite(grad_norm) or scaler.is_enabled()):
+        scaler.step(optimizer)
     elif run.skipped < config.skip_nonfinite:  # no update from this batch
         run.skipped += 1
         tqdm.write(f"iter {it}: non-finite loss or gradient, step skipped ({run.skipped} of {config.skip_nonfinite})")
     else:
         stop_if_diverged("step", it, {"loss": loss_sum, "gradient norm": grad_norm}, run.last_saved, run.out_dir)
+    scaler.update()
     optimizer.zero_grad()
     backend.synchronize(run.device)
     step_time = time.perf_counter() - step_start

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as TF
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -19,6 +20,7 @@ from hypothesis.extra import numpy as hnp
 import tinygrad_lite as tl
 from tinygrad_lite import functional as F
 from tinygrad_lite.ops.elementwise import Erf
+from tinygrad_lite.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -471,6 +473,10 @@ OPS: list[OpRow] = [
     OpRow("abs", lambda a: a.abs(), torch.abs, unary(transform=away_from_zero)),
     OpRow("gelu", lambda a: a.gelu(approximate="tanh"), lambda a: TF.gelu(a, approximate="tanh"), unary(-4, 4)),
     OpRow("gelu_exact", lambda a: F.gelu(a), TF.gelu, unary(-4, 4)),
+    # activation checkpointing (tinygrad_lite/utils/checkpoint.py): backward reruns the function's forward
+    OpRow("checkpoint", lambda a, b: checkpoint(lambda x, y: (x * y).tanh() * x, a, b),
+          lambda a, b: torch.utils.checkpoint.checkpoint(lambda x, y: (x * y).tanh() * x, a, b, use_reentrant=False),
+          broadcast_pair()),
     OpRow("sum", lambda a, axis, keepdims: a.sum(axis=axis, keepdims=keepdims),
           lambda a, axis, keepdims: a.sum(dim=torch_axis(axis, a.ndim), keepdim=keepdims), with_axis()),
     OpRow("mean", lambda a, axis, keepdims: a.mean(axis=axis, keepdims=keepdims),

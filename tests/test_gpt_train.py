@@ -378,6 +378,30 @@ def test_example_scripts(small_text, tmp_path, capsys):
         (4, 4, 128, 64, 12, 2000, 1e-3, 1e-4, 2000, 100, 0.0, 250, 20, 200)
 
 
+def test_float16_training_and_int8_sampling_from_the_example_scripts(small_text, tmp_path, capsys):
+    train_script, sample_script = load_example("train_shakespeare"), load_example("sample")
+    out = tmp_path / "out"
+    assert train_script.main(["--data", str(small_text), "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+                              "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8",
+                              "--batch-size", "4", "--max-iters", "6", "--eval-interval", "3", "--eval-iters", "2",
+                              "--final-eval-iters", "2", "--warmup-iters", "1", "--sample-tokens", "10",
+                              "--no-progress", "--dtype", "float16"]) == 0
+    saved = load_checkpoint(out)
+    assert saved.train_state["train_config"]["dtype"] == "float16"
+    model = load_model(saved)
+    assert all(p.dtype == tl.float32 for p in model.parameters())  # float32 master weights
+    entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in entries if e["kind"] == "train"]
+    assert len(losses) == 6 and all(np.isfinite(losses)) and losses[-1] < losses[0]
+    capsys.readouterr()
+    assert sample_script.main(["--out-dir", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--int8"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("ROMEO:") and "int8 weights:" in captured.err
+    with pytest.raises(SystemExit):
+        sample_script.main(["--out-dir", str(out), "--int8", "--decoder", "folded"])
+    assert "--int8 runs the modules decoder" in capsys.readouterr().err
+
+
 def test_nothing_imports_torch():
     code = (
         "import runpy, sys\n"

@@ -29,6 +29,9 @@ from .tensor import (Size, Tensor, ValuesIndices, argsort, cat, clamp, exp, gath
                      sigmoid, sort, sqrt, stack, tanh, topk, tril, triu, where)
 from . import nn, optim  # noqa: E402  (need Tensor)
 from . import distributed  # noqa: E402  (needs nn and optim; imports no MPI until a launcher asks)
+from . import amp  # noqa: E402
+from .amp import autocast  # noqa: E402  (torch.autocast)
+from . import utils  # noqa: E402  (utils.checkpoint: activation checkpointing, as torch.utils.checkpoint)
 from .nn import functional  # noqa: E402  (the home of the functional ops is tinygrad_lite/nn/functional.py)
 # ``tinygrad_lite.functional`` stays importable as a second name for the same module (older code, the docs):
 _sys.modules[__name__ + ".functional"] = functional

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy
 
-from . import backend
+from . import amp, backend
 from .autograd import backward_pass, is_grad_enabled
 from .ops import elementwise as ew
 from .ops import indexing, matmul, movement, reduce
@@ -800,6 +800,7 @@ def _matmul(x: Tensor, y: Tensor) -> Tensor:
     """``@`` with NumPy's rules for 1-D operands (made 2-D, then squeezed back)."""
     if x.ndim == 0 or y.ndim == 0:
         raise ValueError(f"matmul: operands must not be scalars (shapes {x.shape} and {y.shape})")
+    x, y = amp.autocast_inputs(x, y)  # under tl.autocast: float16 copies (their grads are cast back)
     x2 = x.unsqueeze(0) if x.ndim == 1 else x
     y2 = y.unsqueeze(-1) if y.ndim == 1 else y
     out = matmul.MatMul.apply(x2, y2)

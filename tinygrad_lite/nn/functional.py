@@ -19,7 +19,7 @@ import math
 
 import numpy
 
-from .. import backend, fused
+from .. import amp, backend, fused
 from ..autograd import is_reference_mode, no_grad
 from ..ops.elementwise import Erf
 from ..tensor import Tensor, _numpy_spellings, cat, embedding_lookup, where
@@ -37,6 +37,7 @@ def softmax(x: Tensor, dim: int = -1, dtype=None, **numpy_names) -> Tensor:
     """softmax along ``dim`` (``axis=`` also works), in ``dtype`` if given (fused: ``fused.Softmax``)."""
     dim, _ = _numpy_spellings("softmax", numpy_names, dim, -1)
     x = x if dtype is None else x.astype(dtype)
+    x, = amp.float32_inputs(x)  # under autocast: float16 in, float32 out (a sum of exps needs the range)
     if is_reference_mode():
         return softmax_reference(x, dim)
     return fused.Softmax.apply(x, axis=dim)
@@ -53,6 +54,7 @@ def log_softmax(x: Tensor, dim: int = -1, dtype=None, **numpy_names) -> Tensor:
     """log softmax along ``dim`` (``axis=`` also works) (fused: ``fused.LogSoftmax``)."""
     dim, _ = _numpy_spellings("log_softmax", numpy_names, dim, -1)
     x = x if dtype is None else x.astype(dtype)
+    x, = amp.float32_inputs(x)  # under autocast: float16 in, float32 out
     if is_reference_mode():
         return log_softmax_reference(x, dim)
     return fused.LogSoftmax.apply(x, axis=dim)
@@ -117,6 +119,7 @@ def cross_entropy(logits: Tensor, targets, weight=None, ignore_index: int = -100
         flat_targets = (targets if isinstance(targets, Tensor) else Tensor(logits.xp.asarray(targets))).reshape(-1)
         loss = cross_entropy(moved, flat_targets, None, ignore_index, reduction, label_smoothing)
         return loss.reshape(spatial) if reduction == "none" else loss
+    logits, = amp.float32_inputs(logits)  # under autocast: the loss from float32 logits
     if is_reference_mode():
         return cross_entropy_reference(logits, targets, ignore_index, reduction, label_smoothing)
     targets = _target_array(targets, logits)
@@ -157,6 +160,7 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
         if param is not None and param.shape != normalized_shape:
             raise ValueError(f"layer_norm: {name} has shape {param.shape}, expected {normalized_shape} "
                              f"(the last dims of the input of shape {x.shape})")
+    x, weight, bias = amp.float32_inputs(x, weight, bias)  # under autocast: mean and variance in float32
     if is_reference_mode():
         return layer_norm_reference(x, normalized_shape, weight, bias, eps)
     if len(normalized_shape) > 1:  # the fused op normalizes one last axis: flatten those dims into it
@@ -246,6 +250,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     """
     if attn_mask is not None or dropout_p or scale is not None:
         return _attention_spelled_out(q, k, v, attn_mask, dropout_p, is_causal, scale)
+    q, k, v = amp.autocast_inputs(q, k, v)  # under autocast: attention in float16 (its matmuls, its softmax)
     if is_reference_mode():
         return scaled_dot_product_attention_reference(q, k, v, is_causal)
     _check_attention_shapes(q, k, v)
@@ -296,6 +301,7 @@ def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b for x (..., in), weight (out, in), bias (out,) or None: one fused op."""
+    x, weight, bias = amp.autocast_inputs(x, weight, bias)  # under autocast: float16 copies (grads cast back)
     if is_reference_mode():
         return linear_reference(x, weight, bias)
     if bias is None:
