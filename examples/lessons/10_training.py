@@ -19,7 +19,7 @@
 # 9) is scored once, at the end, by the final model.
 #
 # **The CPU budget:** each run is 200 to 1,000 steps of 32 windows of 32 characters (about 6,000
-# steps in all); the whole lesson takes about five minutes on two CPU cores.
+# steps in all); the whole lesson takes about 2½ minutes of CPU time (longer on a busy machine).
 
 # %%
 import os
@@ -241,7 +241,8 @@ for name, dropout, weight_decay in (("plain", 0.0, 0.0), ("dropout 0.2", 0.2, 0.
 stopper = make_model()
 early = train(stopper, long, best_lr, source=small, patience=3)
 print(f"early stopping: stopped at step {early['stopped']} of {long}, best dev {early['best_dev']:.4f} "
-      f"(restored: {loss_on(stopper, dev_windows):.4f}); the plain run ended at {overfit_runs['plain']['final_dev']:.4f}")
+      f"(restored: {loss_on(stopper, dev_windows):.4f}); "
+      f"the plain run ended at {overfit_runs['plain']['final_dev']:.4f}")
 
 # %% [markdown]
 # ## Putting it together
@@ -296,7 +297,8 @@ if plt is not None:
     save_figure(figure, "training_experiments.png", args)
 
 # %%
-report(best_lr=best_lr, best_val_loss=best_val_loss, initial_dev_loss=initial_dev_loss, best_dev_loss=final["best_dev"], final_steps=final["stopped"],
+report(best_lr=best_lr, best_val_loss=best_val_loss, initial_dev_loss=initial_dev_loss,
+       best_dev_loss=final["best_dev"], final_steps=final["stopped"],
        sweep_worst_dev=max(h["final_dev"] for h in sweep.values()), sweep_best_dev=sweep[best_lr]["final_dev"],
        batch8_dev=batches[8]["final_dev"], batch32_dev=batches[32]["final_dev"], batch128_dev=batches[128]["final_dev"],
        high_lr_plain_dev=plain["final_dev"], high_lr_warmup_dev=warm["final_dev"],
