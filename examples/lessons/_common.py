@@ -2,6 +2,7 @@
 
     args = lesson_args("makemore part 1")   # --quick (or LESSON_QUICK=1), --data PATH, --out DIR
     words = load_names(args)                 # makemore's names.txt, 32,033 names
+    text = load_shakespeare(args)            # tiny Shakespeare, 1,115,394 characters
     train, dev, test = split_names(words)    # makemore's split: random.seed(42), shuffle, 80/10/10
     plt = pyplot()                           # None when matplotlib is not installed
     save_figure(fig, "loss.png", args)       # a PNG in --out; shown inline in a notebook
@@ -78,6 +79,21 @@ def shakespeare_path(args: argparse.Namespace) -> Path:
 
 def load_names(args: argparse.Namespace) -> list[str]:
     return names_path(args).read_text(encoding="utf-8").splitlines()
+
+
+def shakespeare_path(args: argparse.Namespace) -> Path:
+    """tinyshakespeare.txt: --data, else the shared data folder, else gpt.data's cached download."""
+    if args.data is not None:
+        return args.data
+    shared = data_dir() / "tinyshakespeare.txt"
+    if shared.is_file():
+        return shared
+    from gpt.data import download_tiny_shakespeare  # the cache `python -m gpt train` uses
+    return download_tiny_shakespeare()
+
+
+def load_shakespeare(args: argparse.Namespace) -> str:
+    return shakespeare_path(args).read_text(encoding="utf-8")
 
 
 def split_names(words: list[str]) -> tuple[list[str], list[str], list[str]]:
