@@ -66,17 +66,6 @@ def names_path(args: argparse.Namespace) -> Path:
     return cached
 
 
-def shakespeare_path(args: argparse.Namespace) -> Path:
-    """tiny Shakespeare: --data, else the shared data folder, else gpt.data's cached download."""
-    if args.data is not None:
-        return args.data
-    shared = data_dir() / "tinyshakespeare.txt"
-    if shared.is_file():
-        return shared
-    from gpt.data import download_tiny_shakespeare
-    return download_tiny_shakespeare()
-
-
 def load_names(args: argparse.Namespace) -> list[str]:
     return names_path(args).read_text(encoding="utf-8").splitlines()
 
