@@ -291,9 +291,9 @@ def _softmax_unshifted(xp, scores) -> bool:
     the smallest normal one, where exp's small terms lose precision).
     """
     rows = scores.reshape(-1, scores.shape[-1])
-    with backend.overflow_allowed(xp):  # an overflow is caught below and handled
+    with backend.overflow_allowed(xp):  # an overflow (in exp, or inf summed in the product) is caught below
         xp.exp(rows, out=rows)
-    sums = rows @ xp.ones(rows.shape[1], dtype=rows.dtype)  # a BLAS matrix-vector product
+        sums = rows @ xp.ones(rows.shape[1], dtype=rows.dtype)  # a BLAS matrix-vector product
     limits = xp.finfo(rows.dtype)
     if not bool(((sums >= limits.tiny ** 0.5) & (sums <= limits.max)).all()):
         return False
