@@ -13,6 +13,9 @@ from gpt.heads import GPTForMultipleChoice, GPTForSequenceClassification, last_n
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+# Loading the GPT-2 modules pulls in much of torch (seconds on a busy machine): here, at collection,
+# not inside the first test's 30 s timeout.
+from transformers import GPT2DoubleHeadsModel, GPT2ForSequenceClassification  # noqa: E402
 
 VOCAB, PAD = 37, 0
 HF_SETTINGS = dict(vocab_size=VOCAB, n_positions=12, n_embd=24, n_layer=2, n_head=2,
@@ -48,7 +51,7 @@ def test_last_non_pad_index_is_hugging_faces_rule():
 @pytest.mark.parametrize("num_labels", [2, 5])
 def test_sequence_classification_matches_hugging_face(num_labels, tmp_path):
     config = transformers.GPT2Config(**HF_SETTINGS, num_labels=num_labels, pad_token_id=PAD)
-    hf = transformers.GPT2ForSequenceClassification(config).eval()
+    hf = GPT2ForSequenceClassification(config).eval()
     randomise(hf)
     hf.save_pretrained(tmp_path, safe_serialization=True)
 
@@ -89,7 +92,7 @@ def test_sequence_classification_gradient_reaches_body_and_head():
 
 def test_multiple_choice_matches_double_heads_model(tmp_path):
     config = transformers.GPT2Config(**HF_SETTINGS, pad_token_id=PAD)
-    hf = transformers.GPT2DoubleHeadsModel(config).eval()
+    hf = GPT2DoubleHeadsModel(config).eval()
     randomise(hf)
     hf.save_pretrained(tmp_path, safe_serialization=True)
 
