@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("evaluation and output")
     group.add_argument("--eval-interval", type=POSITIVE, help=default("eval_interval"))
     group.add_argument("--eval-iters", type=POSITIVE, help=f"batches per split at each eval; {default('eval_iters')}")
+    group.add_argument("--patience", type=NON_NEGATIVE,
+                       help=f"stop after this many evals without a better val loss, 0 = never; {default('patience')}")
     group.add_argument("--final-eval-iters", type=POSITIVE,
                        help=f"batches per split for the final loss; {default('final_eval_iters')}")
     group.add_argument("--sample-tokens", type=NON_NEGATIVE, help=f"tokens sampled at each eval; {default('sample_tokens')}")

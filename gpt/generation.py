@@ -34,7 +34,7 @@ import math
 import numpy
 
 import tinygrad_lite as tl
-from tinygrad_lite import backend
+from tinygrad_lite import backend, nn
 
 from tinygrad_lite.fused import GELU_C, GELU_K
 
@@ -203,9 +203,12 @@ def _transposed(linear, ln=None, scale: float = 1.0):
     """(W')^T as a new C-contiguous array, and the bias c', for a Linear y = x W^T + c.
 
     With ``ln`` (the layer norm before it): W' = W * g (each input column of W
-    scaled by its gain) and c' = W b + c. With ``scale``: W' = scale * W.
+    scaled by its gain) and c' = W b + c. With ``scale``: W' = scale * W. An unmerged LoRA layer
+    (``nn.LoRALinear``) gives W + scaling B A: the folded weights are copies, so its update folds in too.
     """
     weight, bias = linear.weight.data, linear.bias.data if linear.bias is not None else None
+    if isinstance(linear, nn.LoRALinear) and not linear.merged:
+        weight = weight + linear.get_delta_weight().data
     if ln is not None:
         if ln.bias is not None:
             bias = weight @ ln.bias.data if bias is None else bias + weight @ ln.bias.data

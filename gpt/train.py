@@ -2,6 +2,7 @@
 
     for it in range(start, max_iters):
         every eval_interval: estimate train/val loss, print a sample, save checkpoints
+                             (best.json when val improves; stop after --patience evals that do not)
         lr = warmup then cosine decay to min_lr
         gradient_accumulation_steps x (random batch -> forward -> backward)
         clip the gradient norm, AdamW step
@@ -32,6 +33,7 @@ from tinygrad_lite.optim import WarmupCosineSchedule, clip_grad_norm_
 from .checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_json, save_checkpoint
 from .data import file_identity, prepare_data
 from .run_dir import check_usable_folder, claim_out_dir, make_folder
+from .metrics import perplexity
 from .model import GPT, GPTConfig, evaluating
 
 
@@ -64,6 +66,7 @@ class TrainConfig:
     # evaluation and output
     eval_interval: int = 250
     eval_iters: int = 20
+    patience: int = 0                  # stop after this many evals without a better val loss (0: never)
     final_eval_iters: int = 200
     sample_tokens: int = 200           # generated at each eval; the final sample is 2.5x longer
     out_dir: str = "out-shakespeare"
@@ -83,7 +86,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_iters", "warmup_iters", "sample_tokens", "skip_nonfinite"):
+        for name in ("max_iters", "warmup_iters", "sample_tokens", "skip_nonfinite", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
         ranges = {"lr": (0, math.inf, False), "min_lr": (0, math.inf, True), "weight_decay": (0, math.inf, True),
@@ -141,6 +144,7 @@ class TrainResult:
     interrupted: bool
     out_dir: Path
     train_losses: list[float] = field(default_factory=list)  # the loss of every iteration of this call
+    stopped_early: bool = False          # --patience ran out (best.json holds the best model)
 
 
 # ------------------------------------------------------------ evaluation
@@ -357,6 +361,8 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
                 while it < config.max_iters and not stop.requested:
                     if it % config.eval_interval == 0 and not (run.resumed and it == run.start_iter):
                         evaluate_and_save(run, it)
+                        if out_of_patience(run):
+                            break
                     loss, seconds = take_a_step(run, it)
                     it += 1
                     progress.set_postfix_str(f"loss {loss:.4f}, {seconds * 1000:.0f} ms/iter, "
@@ -375,7 +381,7 @@ def train(config: TrainConfig, opener=None) -> TrainResult:
                            ms_per_iter=ms_per_iter,
                            tokens_per_s=config.tokens_per_iter() * 1000 / ms_per_iter if run.step_times else float("nan"),
                            sample=run.sample, interrupted=interrupted, out_dir=run.out_dir,
-                           train_losses=run.train_losses)
+                           train_losses=run.train_losses, stopped_early=run.stopped_early)
 
 
 @dataclass
@@ -398,6 +404,8 @@ class Run:
     last_saved: int | None = None    # the iteration of the latest checkpoint on disk
     metrics: MetricsLog | None = None
     skipped: int = 0                 # non-finite steps skipped so far (--skip-nonfinite)
+    evals_without_improvement: int = 0  # since the best val loss (--patience)
+    stopped_early: bool = False
     step_times: list = field(default_factory=list)
     train_losses: list = field(default_factory=list)
     sample: str = ""
@@ -406,6 +414,7 @@ class Run:
         once_only = ("resume", "overwrite", "allow_data_change")  # they apply to one start, not to the run
         state = {"iteration": iteration,
                  "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
+                 "evals_without_improvement": self.evals_without_improvement,
                  "rng_state": backend.get_rng_state("cpu"),
                  "train_config": {k: v for k, v in asdict(self.config).items() if k not in once_only},
                  "data_file": self.data_file}
@@ -458,6 +467,7 @@ def restore_training_state(run: Run, checkpoint) -> None:
     try:
         run.start_iter = run.last_saved = int(checkpoint.train_state["iteration"])
         run.best_val_loss = float(checkpoint.train_state.get("best_val_loss") or math.inf)
+        run.evals_without_improvement = int(checkpoint.train_state.get("evals_without_improvement", 0))
         if not check_same_data(checkpoint, run.data_file, run.config.allow_data_change):
             tqdm.write(f"--allow-data-change: {run.data_file['path']} differs from the checkpoint's data; "
                        "the best val loss starts over")
@@ -474,16 +484,33 @@ def evaluate_and_save(run: Run, it: int) -> None:
     losses = estimate_loss(run.model, run.data, config.batch_size, config.block_size, config.eval_iters,
                            numpy.random.default_rng([config.seed, it]))
     stop_if_diverged("eval", it, losses, run.last_saved, run.out_dir)
-    run.metrics.write(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"])
-    tqdm.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    run.metrics.write(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
+                      val_perplexity=perplexity(losses["val"]))
+    tqdm.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+               f"(perplexity {perplexity(losses['val']):.2f})")
     if it > 0:
         run.sample = write_sample(run.model, run.tokenizer, run.data, config.sample_tokens,
                                   numpy.random.default_rng([config.seed, it, 1]))
         tqdm.write(f"--- sample at iter {it} ---\n{run.sample}\n---")
     if losses["val"] < run.best_val_loss:
         run.best_val_loss = losses["val"]
+        run.evals_without_improvement = 0
         run.save("best", it)
+    else:
+        run.evals_without_improvement += 1
     run.save("last", it)
+
+
+def out_of_patience(run: Run) -> bool:
+    """Early stopping: True (and say so) once ``patience`` evals in a row have not beaten the best
+    val loss. The model that did is in ``best.json``; more steps would mostly fit the training set."""
+    patience = run.config.patience
+    if patience == 0 or run.evals_without_improvement < patience:
+        return False
+    run.stopped_early = True
+    tqdm.write(f"early stopping: no better val loss in {patience} evals (best {run.best_val_loss:.4f}, "
+               f"perplexity {perplexity(run.best_val_loss):.2f}); the best model is in {run.out_dir / 'best.json'}")
+    return True
 
 
 def take_a_step(run: Run, it: int) -> tuple[float, float]:
@@ -533,9 +560,10 @@ def finish(run: Run, it: int, interrupted: bool) -> dict[str, float | None]:
                            numpy.random.default_rng([config.seed, it]))
     stop_if_diverged("final eval", it, losses, run.last_saved, run.out_dir)
     run.metrics.write(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
-                      batches=config.final_eval_iters)
+                      val_perplexity=perplexity(losses["val"]), batches=config.final_eval_iters)
     tqdm.write(f"iter {it} (final, {config.final_eval_iters} batches per split): "
-               f"train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+               f"train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+               f"(perplexity {perplexity(losses['val']):.2f})")
     if losses["val"] < run.best_val_loss:
         run.best_val_loss = losses["val"]
         run.save("best", it)

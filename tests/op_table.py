@@ -234,6 +234,23 @@ def linear_case(draw):
 
 
 @st.composite
+def lora_linear_case(draw):
+    """x (..., in), W (out, in), lora_A (r, in), lora_B (out, r), maybe a bias; B is drawn non-zero
+    (a fresh LoRA layer's zero B would leave A's gradient at zero, untested)."""
+    lead = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    n_in, n_out, r = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    arrays = [draw(array(lead + (n_in,), -2, 2)), draw(array((n_out, n_in), -2, 2)),
+              draw(array((r, n_in), -2, 2)), draw(array((n_out, r), -2, 2))]
+    if draw(st.booleans()):
+        arrays.append(draw(array((n_out,))))
+    return Case(arrays, {"scaling": draw(st.sampled_from([0.5, 1.0, 2.0]))})
+
+
+def _torch_lora_linear(x, w, a, b, *bias, scaling):
+    return TF.linear(x, w, *bias) + TF.linear(TF.linear(x, a), b) * scaling
+
+
+@st.composite
 def softmax_case(draw):
     shape = draw(shapes(min_dims=1))
     return Case([draw(array(shape, -5, 5))], {"axis": draw(st.integers(-len(shape), len(shape) - 1))})
@@ -493,6 +510,8 @@ OPS: list[OpRow] = [
     OpRow("matmul_folded", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case(folded=True)),
     OpRow("matmul_vector", lambda a, b: a @ b, lambda a, b: a @ b, matmul_case(vector=True)),
     OpRow("linear", lambda x, w, *b: F.linear(x, w, *b), lambda x, w, *b: TF.linear(x, w, *b), linear_case()),
+    OpRow("lora_linear", lambda x, w, a, b, *bias, scaling: F.lora_linear(x, w, (bias or [None])[0], a, b, scaling),
+          _torch_lora_linear, lora_linear_case()),
     OpRow("softmax", lambda a, axis: a.softmax(axis), lambda a, axis: torch.softmax(a, dim=axis), softmax_case()),
     OpRow("log_softmax", lambda a, axis: F.log_softmax(a, axis=axis),
           lambda a, axis: torch.log_softmax(a, dim=axis), softmax_case()),

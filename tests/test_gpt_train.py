@@ -19,6 +19,7 @@ import pytest
 
 import tinygrad_lite as tl
 import gpt.checkpoint as checkpoint_module
+import gpt.train
 from gpt import GPT, GPTConfig
 from gpt.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from gpt.data import (CharTokenizer, DataError, TokenData, download_tiny_shakespeare, load_text, prepare_data,
@@ -236,6 +237,44 @@ def test_150_steps_drive_the_loss_down(small_text, tmp_path):
         assert (out / "loss.png").stat().st_size > 1000
     except ImportError:
         pass
+
+
+def scripted_losses(monkeypatch, val_losses: list[float]) -> None:
+    """Make every evaluation of gpt.train report the next of ``val_losses`` (for train and val)."""
+    remaining = iter(val_losses)
+
+    def estimate_loss(*args, **kwargs):
+        loss = next(remaining)
+        return {"train": loss, "val": loss}
+
+    monkeypatch.setattr(gpt.train, "estimate_loss", estimate_loss)
+
+
+def test_early_stopping_after_patience_evals_keeps_the_best_checkpoint(small_text, tmp_path, monkeypatch, capsys):
+    # evals at 0, 10, 20, 30: the best is at 10, and 20 and 30 do not beat it: patience 2 stops at 30
+    scripted_losses(monkeypatch, [3.0, 2.5, 2.6, 2.7, 2.8])  # the last one: the final evaluation
+    config = tiny_config(tmp_path, small_text, max_iters=100, eval_interval=10, patience=2)
+    result = train(config)
+    assert result.stopped_early and result.iterations == 30 and result.best_val_loss == 2.5
+    out = capsys.readouterr().out
+    assert "iter 10: train loss 2.5000, val loss 2.5000 (perplexity 12.18)" in out
+    assert "early stopping: no better val loss in 2 evals (best 2.5000, perplexity 12.18)" in out
+    assert load_checkpoint(config.out_dir, "best").train_state["iteration"] == 10
+    assert load_checkpoint(config.out_dir, "last").train_state["iteration"] == 30
+    evals = [json.loads(line) for line in (Path(config.out_dir) / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "eval"]
+    assert evals[1]["val_perplexity"] == pytest.approx(np.exp(2.5))
+
+    # the count of evals without improvement is saved: one more bad eval after resuming stops again
+    scripted_losses(monkeypatch, [2.9, 3.0])
+    resumed = train(config_for_resume(config.out_dir, {}))
+    assert resumed.stopped_early and resumed.iterations == 40
+
+
+def test_without_patience_training_runs_to_the_end(small_text, tmp_path, monkeypatch):
+    scripted_losses(monkeypatch, [3.0, 3.1, 3.2, 3.3])
+    result = train(tiny_config(tmp_path, small_text, max_iters=30, eval_interval=10))
+    assert not result.stopped_early and result.iterations == 30
 
 
 def test_resume_continues_exactly(small_text, tmp_path):

@@ -24,7 +24,7 @@ functional as F``), the initialisers in ``nn/init.py``.
 from __future__ import annotations
 
 import math
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy
 
@@ -215,6 +215,30 @@ class Module:
             parameter.requires_grad_(requires_grad)
         return self
 
+    def freeze(self, except_: Iterable[str] = ()) -> "Module":
+        """Freeze every parameter except those whose dotted name contains one of ``except_``.
+
+        ``model.freeze(except_=("h.3", "ln_f"))`` leaves ``h.3.attn.c_attn.weight`` and ``ln_f.bias``
+        trainable; a pattern matches whole name parts (``"h.3"`` is not ``h.30``). Frozen parameters
+        lose their ``.grad`` too, so an optimizer that already holds them leaves them alone.
+        """
+        patterns = _patterns("freeze", except_)
+        for name, parameter in self.named_parameters():
+            keep = any(name_matches(name, pattern) for pattern in patterns)
+            parameter.requires_grad_(keep)
+            if not keep:
+                parameter.grad = None
+        return self
+
+    def unfreeze(self, names: Iterable[str] | None = None) -> "Module":
+        """Make trainable again every parameter (``names=None``) or those whose dotted name contains one
+        of ``names`` (matched as in ``freeze``); the others keep their setting."""
+        patterns = None if names is None else _patterns("unfreeze", names)
+        for name, parameter in self.named_parameters():
+            if patterns is None or any(name_matches(name, pattern) for pattern in patterns):
+                parameter.requires_grad_(True)
+        return self
+
     # --------------------------------------------------------- state dict
     def state_dict(self) -> dict[str, Tensor]:
         """name -> parameter and persistent buffer values (detached: they share memory but not the graph).
@@ -343,6 +367,22 @@ def _plain_container_error(owner: Module, name: str, value) -> TypeError | None:
     wrapper = "nn.ModuleDict" if isinstance(value, dict) else "nn.ModuleList"
     return TypeError(f"{type(owner).__name__}.{name} is a plain {type(value).__name__} of modules; "
                      f"wrap it in {wrapper} so its parameters are found")
+
+
+def _patterns(op: str, names) -> tuple[str, ...]:
+    """The name patterns of freeze/unfreeze as a tuple (a lone string is one pattern, not its letters)."""
+    patterns = (names,) if isinstance(names, str) else tuple(names)
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise TypeError(f"Module.{op}: name patterns must be non-empty strings, got {pattern!r}")
+    return patterns
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether the parts of ``pattern`` ("h.3") appear in a row among the parts of ``name``
+    ("h.3.mlp.c_fc.weight" yes, "h.30.mlp.c_fc.weight" no, "transformer.h.3.ln_1.bias" yes)."""
+    parts, wanted = name.split("."), pattern.split(".")
+    return any(parts[i:i + len(wanted)] == wanted for i in range(len(parts) - len(wanted) + 1))
 
 
 def _array_of(value):
@@ -501,6 +541,73 @@ class Linear(Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class LoRALinear(Module):
+    """A ``Linear`` plus a trainable low-rank update (LoRA, Hu et al. 2021), in Hugging Face peft's names:
+
+        y = x W^T + b  +  scaling * dropout(x) lora_A^T lora_B^T,    scaling = lora_alpha / r
+
+    ``weight`` and ``bias`` are the wrapped Linear's own Parameters (the same objects, so a state dict
+    of the base model still says ``c_attn.weight``); ``lora_A`` (r, in_features) starts Kaiming-uniform
+    (peft's ``kaiming_uniform_(a=sqrt(5))``, i.e. U(-1/sqrt(in), 1/sqrt(in))) and ``lora_B``
+    (out_features, r) at zeros, so a new LoRALinear computes exactly what the Linear did.
+
+    ``merge()`` folds the update into ``weight`` (W += scaling B A) for inference at the plain Linear's
+    cost; ``unmerge()`` takes it out again. ``merged`` says which state it is in, and a merged forward
+    does not add the update a second time.
+    """
+
+    def __init__(self, base: Linear, r: int, lora_alpha: float = 1.0, lora_dropout: float = 0.0):
+        super().__init__()
+        if not isinstance(base, Linear):
+            raise TypeError(f"LoRALinear: expected an nn.Linear to wrap, got {type(base).__name__}")
+        if not (isinstance(r, int) and r >= 1):
+            raise ValueError(f"LoRALinear({base.in_features}, {base.out_features}): r must be an int >= 1, got {r!r}")
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight, self.bias = base.weight, base.bias
+        self.r, self.lora_alpha, self.scaling = r, lora_alpha, lora_alpha / r
+        self.lora_dropout = Dropout(lora_dropout)
+        xp, dtype = base.weight.xp, base.weight.dtype
+        self.lora_A = Parameter(xp.zeros((r, base.in_features), dtype=dtype))
+        self.lora_B = Parameter(xp.zeros((base.out_features, r), dtype=dtype))
+        init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.merged = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"LoRALinear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
+                             f"its last axis should be {self.in_features}")
+        if self.merged:  # the update is inside weight already
+            return F.linear(x, self.weight, self.bias)
+        return F.lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scaling,
+                             self.lora_dropout.p, self.training)
+
+    def get_delta_weight(self) -> Tensor:
+        """scaling * lora_B @ lora_A, the (out, in) change this layer makes to ``weight`` (peft's name)."""
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    def merge(self) -> "LoRALinear":
+        """W += scaling B A, in place; the forward is then one plain Linear. Merging twice is an error."""
+        if self.merged:
+            raise RuntimeError(f"LoRALinear({self.in_features}, {self.out_features}).merge(): already merged")
+        with no_grad():
+            self.weight.add_(self.get_delta_weight())
+        self.merged = True
+        return self
+
+    def unmerge(self) -> "LoRALinear":
+        """W -= scaling B A (the same B A that was merged, if lora_A/lora_B did not change meanwhile)."""
+        if not self.merged:
+            raise RuntimeError(f"LoRALinear({self.in_features}, {self.out_features}).unmerge(): not merged")
+        with no_grad():
+            self.weight.sub_(self.get_delta_weight())
+        self.merged = False
+        return self
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"r={self.r}, lora_alpha={self.lora_alpha}, merged={self.merged}")
 
 
 class Embedding(Module):
@@ -722,6 +829,6 @@ class MSELoss(Module):
 
 from . import init  # noqa: E402  (nn.init.normal_ and the rest; it needs nothing from this file)
 
-__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "Linear", "Embedding", "LayerNorm",
+__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "Linear", "LoRALinear", "Embedding", "LayerNorm",
            "BatchNorm1d", "Dropout", "GELU", "ReLU", "Tanh", "Sigmoid", "SiLU", "Identity", "Flatten",
            "CrossEntropyLoss", "MSELoss", "IncompatibleKeys", "functional", "init"]

@@ -303,6 +303,25 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return fused.Linear.apply(x, weight, bias)
 
 
+def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, lora_B: Tensor, scaling: float,
+                dropout_p: float = 0.0, training: bool = True) -> Tensor:
+    """A Linear with a low-rank update (LoRA, Hu et al. 2021), as Hugging Face peft computes it:
+
+        y = x W^T + b  +  scaling * dropout(x) A^T B^T
+
+    for x (..., in), weight W (out, in), lora_A (r, in), lora_B (out, r). The update B A (out, in)
+    has rank <= r, and is never formed: dropout(x) A^T is (..., r), then (..., r) B^T is (..., out).
+    Dropout touches only the LoRA branch's input. Gradients reach A and B through two ``linear`` ops.
+    """
+    r, in_features = lora_A.shape if lora_A.ndim == 2 else (None, None)
+    if (lora_A.ndim != 2 or lora_B.ndim != 2 or in_features != weight.shape[1]
+            or lora_B.shape != (weight.shape[0], r)):
+        raise ValueError(f"lora_linear: with weight {weight.shape} (out, in), lora_A must be (r, in) and lora_B "
+                         f"(out, r); got lora_A {lora_A.shape}, lora_B {lora_B.shape}")
+    update = linear(linear(dropout(x, dropout_p, training), lora_A), lora_B)
+    return linear(x, weight, bias) + update * scaling
+
+
 def embedding(indices, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     """Rows of ``weight`` (num_embeddings, dim) picked by integer ``indices``.
 
