@@ -78,3 +78,21 @@ def collate_causal_lm(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_
         inputs.append(tokens[:-1])
         targets.append(target)
     return pad_sequences(inputs, pad_token_id), pad_sequences(targets, ignore_index)
+
+
+def collate_multiple_choice(questions: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_token_id: int,
+                            block_size: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """(input_ids (B, num_choices, T), mc_token_ids (B, num_choices)) from (context, options) token lists.
+
+    Choice j of a question is its context followed by option j, cut to the last ``block_size`` tokens
+    (the context loses its beginning first); ``mc_token_ids`` is the position of each choice's last
+    token, the one `GPTForMultipleChoice` reads (the options may end in the pad token, e.g. a newline).
+    """
+    num_choices = {len(options) for _, options in questions}
+    if len(num_choices) != 1:
+        raise ValueError(f"collate_multiple_choice: every question needs the same number of options, got {num_choices}")
+    choices = [(list(context) + list(option))[-block_size:] for context, options in questions for option in options]
+    B, N = len(questions), num_choices.pop()
+    ids = pad_sequences(choices, pad_token_id).reshape(B, N, -1)
+    last = numpy.array([len(choice) - 1 for choice in choices]).reshape(B, N)
+    return ids, last
