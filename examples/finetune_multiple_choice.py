@@ -127,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fine-tuned GPTForMultipleChoice ({trainable:,} parameters): {result.steps} steps in "
           f"{result.wall_time_s:.0f} s, best val accuracy {result.best_score:.3f} at step {result.best_step}; "
           f"test accuracy {finetuned_acc:.3f}")
-    for step, loss, score in result.history:
-        print(f"  step {step:>5}: train loss {loss:.4f}, val accuracy {score:.3f}")
     print(f"chance 0.200; total wall time {time.perf_counter() - start:.0f} s")
     print(f"result: zero_shot_acc={zero_acc:.3f} zero_shot_norm_acc={zero_norm_acc:.3f} "
           f"finetuned_acc={finetuned_acc:.3f} chance=0.2")

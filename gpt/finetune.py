@@ -103,10 +103,11 @@ class FineTuneResult:
 
 
 def fine_tune(model: tl.nn.Module, next_batch: Callable[[numpy.random.Generator], dict],
-              evaluate: Callable[[], float], config: FineTuneConfig) -> FineTuneResult:
+              evaluate: Callable[[], float], config: FineTuneConfig, log: Callable[[str], None] | None = print
+              ) -> FineTuneResult:
     """Train ``model`` on ``next_batch(rng)`` (the keyword arguments of one forward, labels included);
-    ``evaluate()`` scores it on validation data (higher is better). The best-scoring weights are
-    put back at the end."""
+    ``evaluate()`` scores it on validation data (higher is better); ``log`` gets a line per evaluation.
+    The best-scoring weights are put back at the end."""
     trained = [p for p in model.parameters() if p.requires_grad]
     if not trained:
         raise ValueError("fine_tune: every parameter is frozen")
@@ -133,6 +134,9 @@ def fine_tune(model: tl.nn.Module, next_batch: Callable[[numpy.random.Generator]
             with evaluating(model):
                 score = evaluate()
             result.history.append((step, float(numpy.mean(losses[-config.eval_interval:])), score))
+            if log is not None:
+                log(f"  step {step:>5}: train loss {result.history[-1][1]:.4f}, val score {score:.3f} "
+                    f"({time.perf_counter() - start:.0f} s)")
             if score > best_score:
                 best_score, best_step, misses = score, step, 0
                 best_state = {name: value.numpy().copy() for name, value in model.state_dict().items()}
