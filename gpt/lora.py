@@ -5,6 +5,7 @@
     save_adapter(model, "adapter/")               # adapter_model.safetensors + adapter_config.json
     load_adapter(base_model, "adapter/")          # the same LoRA layers on a fresh copy of the base
     export_merged(model, "merged/", tokenizer=checkpoint.tokenizer)   # a plain GPT checkpoint, LoRA folded in
+    export_merged_hf(model, "merged-hf/")         # the same as a Hugging Face GPT-2 folder
 
 The adapter folder is laid out as Hugging Face peft writes one, so the two can trade weights:
 
@@ -14,8 +15,8 @@ The adapter folder is laid out as Hugging Face peft writes one, so the two can t
   in ``GPT2LMHeadModel``; a model that already names its body ``transformer`` (the task heads) keeps
   its names. peft's GPT-2 layers are ``Conv1D`` (``fan_in_fan_out=True``), but their lora_A and lora_B
   have the same shapes as ours, so no transposes are needed.
-  Layers kept trainable with ``modules_to_save`` (a task head) are saved whole as
-  ``base_model.model.<name>.<param>`` (peft itself adds a ``modules_to_save`` level to those names).
+  Layers kept trainable with ``modules_to_save`` (a task head) are saved whole, as peft saves them:
+  ``base_model.model.<name>.<param>`` (``base_model.model.score.weight``).
 * ``adapter_config.json`` holds peft's ``LoraConfig`` fields: ``r``, ``lora_alpha``, ``target_modules``,
   ``lora_dropout``, ``fan_in_fan_out``, ``modules_to_save``, ``peft_type="LORA"``, ``bias="none"``.
   The same r, alpha and targets are also in the safetensors file's metadata.
@@ -32,7 +33,8 @@ import tinygrad_lite as tl
 from tinygrad_lite import nn
 
 from .checkpoint import save_checkpoint
-from .model import GPT
+from .model import GPT, GPTConfig
+from .pretrained import CONV1D_WEIGHTS
 
 DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -59,6 +61,18 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
         setattr(parent, child, module)
 
 
+def _refuse_tied_weights(model: nn.Module, chosen: list[tuple[str, nn.Linear]]) -> None:
+    """A merged update to a tied weight (GPT's lm_head is wte) would change its other use too."""
+    owners: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(parameter), []).append(name)
+    for name, linear in chosen:
+        tied = [other for other in owners[id(linear.weight)] if other != f"{name}.weight"]
+        if tied:
+            raise ValueError(f"apply_lora: {name}.weight is tied to {', '.join(tied)}; merging a LoRA update "
+                             "into it would change both, so leave it out of targets")
+
+
 def apply_lora(model: nn.Module, r: int, alpha: float, targets=DEFAULT_TARGETS, dropout: float = 0.0,
                modules_to_save=()) -> list[str]:
     """Replace every ``nn.Linear`` whose name ends in one of ``targets`` by an ``nn.LoRALinear`` (rank
@@ -70,18 +84,20 @@ def apply_lora(model: nn.Module, r: int, alpha: float, targets=DEFAULT_TARGETS, 
     """
     targets = (targets,) if isinstance(targets, str) else tuple(targets)
     modules_to_save = (modules_to_save,) if isinstance(modules_to_save, str) else tuple(modules_to_save)
+    already = list(lora_layers(model))
+    if already:  # one adapter per model: its settings are what save_adapter writes
+        raise ValueError(f"apply_lora: {type(model).__name__} already has LoRA layers ({', '.join(already[:3])}, "
+                         "...); apply it once, to a model without them")
     chosen = [(name, module) for name, module in model.named_modules()
               if isinstance(module, nn.Linear) and _is_target(name, targets)]
     if not chosen:
-        already = [name for name, module in model.named_modules() if isinstance(module, nn.LoRALinear)]
-        hint = f" (it already has LoRA layers: {', '.join(already[:3])}, ...)" if already else ""
-        raise ValueError(f"apply_lora: no nn.Linear in {type(model).__name__} has a name ending in one of "
-                         f"{targets}{hint}")
+        raise ValueError(f"apply_lora: no nn.Linear in {type(model).__name__} has a name ending in one of {targets}")
+    _refuse_tied_weights(model, chosen)
     for name, linear in chosen:
         _set_submodule(model, name, nn.LoRALinear(linear, r, alpha, dropout))
     model.freeze(except_=("lora_A", "lora_B", *modules_to_save))
-    model._lora_settings = {"r": r, "lora_alpha": alpha, "target_modules": list(targets), "lora_dropout": dropout,
-                            "modules_to_save": list(modules_to_save)}
+    model.lora_config = {"r": r, "lora_alpha": alpha, "target_modules": list(targets), "lora_dropout": dropout,
+                         "modules_to_save": list(modules_to_save)}  # peft's LoraConfig fields, for save_adapter
     return [name for name, _ in chosen]
 
 
@@ -116,7 +132,8 @@ def merged_state_dict(model: nn.Module) -> dict[str, numpy.ndarray]:
             continue
         array = tl.backend.to_numpy(value.data)
         if layer is not None and leaf == "weight" and not layer.merged:
-            array = array + tl.backend.to_numpy(layer.get_delta_weight().data)
+            with tl.no_grad():
+                array = array + tl.backend.to_numpy(layer.get_delta_weight().data)
         state[name] = array
     return state
 
@@ -129,10 +146,69 @@ def export_merged(model: GPT, out_dir: str | Path, *, tokenizer: dict, name: str
     if not isinstance(model, GPT):
         raise TypeError(f"export_merged: expected a GPT, got {type(model).__name__} (for other models, "
                         "merged_state_dict(model) gives the weights)")
-    plain = GPT(model.config)
+    rng_state = tl.backend.get_rng_state("cpu")  # GPT() draws initial weights, overwritten at once:
+    plain = GPT(model.config)                     # the generator is put back, so that exporting
+    tl.backend.set_rng_state(rng_state)           # changes no random number drawn after it
     plain.load_state_dict(merged_state_dict(model), strict=True)
     return save_checkpoint(out_dir, name, model=plain, model_config=model.config.to_dict(), tokenizer=tokenizer,
-                           train_state=train_state or {"merged_lora": getattr(model, "_lora_settings", None)})
+                           train_state=train_state or {"merged_lora": getattr(model, "lora_config", None)})
+
+
+def export_merged_hf(model: GPT, folder: str | Path) -> Path:
+    """Write ``model`` with LoRA folded in as a Hugging Face GPT-2 folder (config.json and
+    model.safetensors, ``GPT2LMHeadModel``'s names, Conv1D weights stored (in, out)), which
+    ``GPT.from_pretrained`` and ``transformers.GPT2LMHeadModel.from_pretrained`` both read.
+    A model without biases (``bias=False``) is written with zero biases, which GPT-2 computes the same."""
+    if not isinstance(model, GPT):
+        raise TypeError(f"export_merged_hf: expected a GPT, got {type(model).__name__}")
+    c = model.config
+    state = merged_state_dict(model)
+    state.pop("lm_head.weight", None)  # tied to wte.weight, which transformers ties back on loading
+    for index in range(c.n_layer):  # biases GPT-2 always has; a bias-free model's are zeros
+        for name, size in (("ln_1.bias", c.n_embd), ("ln_2.bias", c.n_embd), ("attn.c_attn.bias", 3 * c.n_embd),
+                           ("attn.c_proj.bias", c.n_embd), ("mlp.c_fc.bias", 4 * c.n_embd),
+                           ("mlp.c_proj.bias", c.n_embd)):
+            state.setdefault(f"h.{index}.{name}", numpy.zeros(size, dtype=numpy.float32))
+    state.setdefault("ln_f.bias", numpy.zeros(c.n_embd, dtype=numpy.float32))
+    tensors = {f"transformer.{name}": numpy.ascontiguousarray(array.T) if name.endswith(CONV1D_WEIGHTS) else array
+               for name, array in state.items()}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tl.save(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    config = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": c.vocab_size,
+              "n_positions": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head,
+              "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+              "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": True}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+# ------------------------------------------------------------ counting
+
+def block_linear_shapes(config: GPTConfig) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of each Linear in one transformer block of ``config`` (see model.py)."""
+    C = config.n_embd
+    return {"attn.c_attn": (C, 3 * C), "attn.c_proj": (C, C), "mlp.c_fc": (C, 4 * C), "mlp.c_proj": (4 * C, C)}
+
+
+def lora_parameter_counts(config: GPTConfig, r: int, targets=DEFAULT_TARGETS, num_labels: int = 0) -> dict:
+    """How many numbers LoRA trains on a GPT of ``config``, without building it (GPT-2 124M's
+    weights would take 0.5 GB): each wrapped Linear adds r (in + out); a classification head
+    (``num_labels`` > 0, Hugging Face's ``score``, no bias) adds n_embd x num_labels.
+
+    Returns base (the GPT's own count, tied embedding once), lora, head, trainable (lora + head),
+    total and trainable_fraction. tests/test_lora.py checks it against built models.
+    """
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    C, L, linears = config.n_embd, config.n_layer, block_linear_shapes(config)
+    bias = int(config.bias)
+    per_block = sum(i * o + bias * o for i, o in linears.values()) + 2 * (C + bias * C)  # + ln_1, ln_2
+    base = config.vocab_size * C + config.block_size * C + L * per_block + (C + bias * C)  # + ln_f
+    lora = L * sum(r * (i + o) for name, (i, o) in linears.items() if _is_target(name, targets))
+    head = C * num_labels
+    total = base + lora + head
+    return {"base": base, "lora": lora, "head": head, "trainable": lora + head, "total": total,
+            "trainable_fraction": (lora + head) / total}
 
 
 # ------------------------------------------------------------ adapters
@@ -165,9 +241,10 @@ def adapter_state_dict(model: nn.Module) -> dict[str, numpy.ndarray]:
 
 
 def _settings_of(model: nn.Module) -> dict:
-    settings = getattr(model, "_lora_settings", None)
+    settings = getattr(model, "lora_config", None)
     if settings is None or not lora_layers(model):
-        raise ValueError(f"{type(model).__name__} has no LoRA layers: call apply_lora(model, ...) first")
+        raise ValueError(f"{type(model).__name__} has no LoRA layers made by apply_lora (no model.lora_config): "
+                         "call apply_lora(model, ...) first")
     return settings
 
 

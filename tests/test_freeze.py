@@ -120,3 +120,24 @@ def test_frozen_parameters_are_bit_identical_after_50_steps(make):
         optimizer.zero_grad(set_to_none=False)  # zeros, not None: a frozen grad must stay None anyway
     for name, p in model.named_parameters():
         assert np.array_equal(p.numpy(), before[name]) == (not p.requires_grad), name
+
+
+def test_freezing_and_unfreezing_mid_training_fused_adamw_matches_the_reference_loop():
+    def run(fused: bool) -> dict:
+        model = tiny_gpt(n_layer=2)
+        optimizer = tl.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1, fused=fused)
+        idx = np.random.default_rng(0).integers(0, 30, (2, 8))
+        for step in range(15):
+            if step == 5:
+                model.freeze(except_=("ln_f",))     # the moments of the frozen ones wait
+            if step == 10:
+                unfreeze_top_blocks(model, 1)       # h.1 goes on from its moments of step 5
+            _, loss = model(idx[:, :-1], idx[:, 1:])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        return {name: p.numpy() for name, p in model.named_parameters()}
+
+    fused, reference = run(True), run(False)
+    for name in fused:
+        np.testing.assert_allclose(fused[name], reference[name], rtol=1e-6, atol=1e-7, err_msg=name)

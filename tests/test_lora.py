@@ -14,8 +14,8 @@ import tinygrad_lite as tl
 from tinygrad_lite import nn
 from gpt import GPT, GPTConfig
 from gpt.checkpoint import load_checkpoint, load_model
-from gpt.lora import (apply_lora, export_merged, load_adapter, lora_layers, merge_lora, merged_state_dict,
-                      save_adapter, unmerge_lora)
+from gpt.lora import (apply_lora, export_merged, export_merged_hf, load_adapter, lora_layers, lora_parameter_counts,
+                      merge_lora, merged_state_dict, save_adapter, unmerge_lora)
 
 CONFIG = dict(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16, bias=True)
 TARGET_NAMES = [f"h.{i}.{name}" for i in range(2) for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
@@ -241,7 +241,148 @@ def test_merged_export_is_a_plain_gpt_checkpoint(tmp_path):
     assert set(state) == set(tiny_gpt().state_dict())  # no lora_A / lora_B keys
     assert not lora_layers(model)["h.0.attn.c_attn"].merged  # the model itself is left as it was
     tokenizer = {"kind": "char", "chars": "".join(chr(65 + i) for i in range(40))}
+    tl.manual_seed(5)
     export_merged(model, tmp_path / "merged", tokenizer=tokenizer)
+    after_export = tl.randn(3).numpy()
+    tl.manual_seed(5)
+    np.testing.assert_array_equal(after_export, tl.randn(3).numpy())  # exporting drew no random numbers
     loaded = load_model(load_checkpoint(tmp_path / "merged", "best"))
     assert type(loaded.h[0].attn.c_attn) is nn.Linear
     np.testing.assert_allclose(logits(loaded, idx), expected, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------ counting
+
+@pytest.mark.parametrize("settings, r, targets, num_labels", [
+    (dict(CONFIG), 4, ("c_attn", "c_proj", "c_fc"), 2),
+    (dict(CONFIG, bias=False, n_layer=3), 2, ("c_attn",), 0),
+    (dict(CONFIG, n_embd=24, n_head=3), 8, ("mlp.c_proj",), 5),
+])
+def test_lora_parameter_counts_match_a_built_model(settings, r, targets, num_labels):
+    class WithHead(nn.Module):  # the body under `transformer` and a bias-free `score`, as Hugging Face's
+        def __init__(self):
+            super().__init__()
+            self.transformer = GPT(GPTConfig(**settings))
+            self.score = nn.Linear(settings["n_embd"], num_labels, bias=False)
+
+    model = WithHead() if num_labels else GPT(GPTConfig(**settings))
+    base = model.num_parameters()
+    apply_lora(model, r, 2 * r, targets, modules_to_save=("score",) if num_labels else ())
+    counts = lora_parameter_counts(GPTConfig(**settings), r, targets, num_labels)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts["trainable"] == trainable and counts["total"] == model.num_parameters()
+    assert counts["base"] + counts["head"] == base and counts["head"] == settings["n_embd"] * num_labels
+
+
+def test_gpt2_124m_lora_rank_16_with_a_2_class_head():
+    config = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=True)
+    counts = lora_parameter_counts(config, 16, num_labels=2)
+    assert counts["base"] == 124_439_808  # GPT-2 small's own count (tests/test_gpt_model.py)
+    # r (in + out) per layer of each block: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj
+    assert counts["lora"] == 12 * 16 * ((768 + 2304) + (768 + 768) + (768 + 3072) + (3072 + 768))
+    assert counts["trainable"] == counts["lora"] + 768 * 2 and counts["trainable_fraction"] < 0.02
+
+
+# ------------------------------------------------------------ peft itself (when installed)
+
+def tiny_hf_gpt2(folder):
+    """A random GPT2LMHeadModel saved in ``folder``, and our GPT loaded from it."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    hf.save_pretrained(folder, safe_serialization=True)
+    return hf, GPT.from_pretrained(folder)
+
+
+def test_our_adapter_loads_into_peft_and_gives_the_same_logits(tmp_path):
+    peft, torch = pytest.importorskip("peft"), pytest.importorskip("torch")
+    hf, ours = tiny_hf_gpt2(tmp_path / "base")
+    idx = ids()
+    with torch.no_grad():
+        base_logits = hf(torch.tensor(idx)).logits.numpy()
+    apply_lora(ours, r=4, alpha=8)
+    train_the_updates(ours, scale=1.0)
+    save_adapter(ours, tmp_path / "adapter")
+    peft_model = peft.PeftModel.from_pretrained(hf, str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        expected = peft_model(torch.tensor(idx)).logits.numpy()
+    assert np.abs(expected - base_logits).max() > 1e-2  # peft did pick the updates up
+    np.testing.assert_allclose(logits(ours, idx), expected, rtol=0, atol=1e-4)
+
+
+def test_a_peft_adapter_loads_into_ours_and_gives_the_same_logits(tmp_path):
+    peft, torch = pytest.importorskip("peft"), pytest.importorskip("torch")
+    hf, ours = tiny_hf_gpt2(tmp_path / "base")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True)
+    peft_model = peft.get_peft_model(hf, config).eval()
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn_like(param))
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+    assert load_adapter(ours, tmp_path / "adapter") == TARGET_NAMES
+    idx = ids()
+    with torch.no_grad():
+        expected = peft_model(torch.tensor(idx)).logits.numpy()
+    np.testing.assert_allclose(logits(ours, idx), expected, rtol=0, atol=1e-4)
+
+
+def test_apply_lora_refuses_a_tied_weight():
+    with pytest.raises(ValueError, match=r"lm_head.weight is tied to wte.weight"):
+        apply_lora(tiny_gpt(), 2, 2, targets=("lm_head",))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_merged_hugging_face_export_loads_here_and_in_transformers(tmp_path, bias):
+    tl.manual_seed(0)
+    model, idx = GPT(GPTConfig(**dict(CONFIG, bias=bias))), ids()
+    apply_lora(model, r=4, alpha=8)
+    train_the_updates(model)
+    expected = logits(model, idx)
+    export_merged_hf(model, tmp_path / "hf")
+    np.testing.assert_allclose(logits(GPT.from_pretrained(tmp_path / "hf"), idx), expected, rtol=0, atol=1e-5)
+    torch, transformers = pytest.importorskip("torch"), pytest.importorskip("transformers")
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(hf(torch.tensor(idx)).logits.numpy(), expected, rtol=0, atol=1e-4)
+
+
+def test_a_peft_classifier_adapter_with_modules_to_save_loads_into_ours(tmp_path):
+    peft, torch = pytest.importorskip("peft"), pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2, num_labels=3,
+                                     pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    hf = transformers.GPT2ForSequenceClassification(config)
+    lora_config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], fan_in_fan_out=True,
+                                  modules_to_save=["score"])
+    peft_model = peft.get_peft_model(hf, lora_config)
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+
+    class WithHead(nn.Module):  # Hugging Face's names: the body is `transformer`, the head `score`
+        def __init__(self):
+            super().__init__()
+            self.transformer = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16))
+            self.score = nn.Linear(16, 3, bias=False)
+
+    ours = WithHead()
+    assert load_adapter(ours, tmp_path / "adapter") == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"]
+    saved = {name: p.detach().numpy() for name, p in peft_model.named_parameters()}
+    np.testing.assert_array_equal(ours.score.weight.numpy(),
+                                  saved["base_model.model.score.modules_to_save.default.weight"])
+    np.testing.assert_array_equal(ours.transformer.h[1].attn.c_attn.lora_A.numpy(),
+                                  saved["base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight"])
+    assert ours.score.weight.requires_grad and not ours.transformer.wte.weight.requires_grad
+
+
+def test_a_lora_linear_trains_only_its_update():
+    tl.manual_seed(0)
+    base = nn.Linear(4, 3)
+    layer = nn.LoRALinear(base, r=2)
+    assert not base.weight.requires_grad and not base.bias.requires_grad
+    assert [name for name, p in layer.named_parameters() if p.requires_grad] == ["lora_A", "lora_B"]
+    layer(tl.randn(2, 4)).sum().backward()
+    assert base.weight.grad is None and layer.lora_B.grad is not None

@@ -549,13 +549,14 @@ class LoRALinear(Module):
         y = x W^T + b  +  scaling * dropout(x) lora_A^T lora_B^T,    scaling = lora_alpha / r
 
     ``weight`` and ``bias`` are the wrapped Linear's own Parameters (the same objects, so a state dict
-    of the base model still says ``c_attn.weight``); ``lora_A`` (r, in_features) starts Kaiming-uniform
+    of the base model still says ``c_attn.weight``), frozen: only ``lora_A`` and ``lora_B`` train.
+    ``lora_A`` (r, in_features) starts Kaiming-uniform
     (peft's ``kaiming_uniform_(a=sqrt(5))``, i.e. U(-1/sqrt(in), 1/sqrt(in))) and ``lora_B``
     (out_features, r) at zeros, so a new LoRALinear computes exactly what the Linear did.
 
     ``merge()`` folds the update into ``weight`` (W += scaling B A) for inference at the plain Linear's
-    cost; ``unmerge()`` takes it out again. ``merged`` says which state it is in, and a merged forward
-    does not add the update a second time.
+    cost; ``unmerge()`` takes it out again (up to float rounding). ``merged`` says which state it is
+    in, and a merged forward does not add the update a second time (nor trains A and B: unmerge first).
     """
 
     def __init__(self, base: Linear, r: int, lora_alpha: float = 1.0, lora_dropout: float = 0.0):
@@ -566,6 +567,10 @@ class LoRALinear(Module):
             raise ValueError(f"LoRALinear({base.in_features}, {base.out_features}): r must be an int >= 1, got {r!r}")
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias
+        for parameter in (self.weight, self.bias):
+            if parameter is not None:
+                parameter.requires_grad_(False)
+                parameter.grad = None
         self.r, self.lora_alpha, self.scaling = r, lora_alpha, lora_alpha / r
         self.lora_dropout = Dropout(lora_dropout)
         xp, dtype = base.weight.xp, base.weight.dtype
@@ -829,6 +834,6 @@ class MSELoss(Module):
 
 from . import init  # noqa: E402  (nn.init.normal_ and the rest; it needs nothing from this file)
 
-__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "Linear", "LoRALinear", "Embedding", "LayerNorm",
-           "BatchNorm1d", "Dropout", "GELU", "ReLU", "Tanh", "Sigmoid", "SiLU", "Identity", "Flatten",
+__all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "Sequential", "Linear", "LoRALinear", "Embedding",
+           "LayerNorm", "BatchNorm1d", "Dropout", "GELU", "ReLU", "Tanh", "Sigmoid", "SiLU", "Identity", "Flatten",
            "CrossEntropyLoss", "MSELoss", "IncompatibleKeys", "functional", "init"]
