@@ -43,7 +43,7 @@ from gpt.collate import collate_classification  # noqa: E402
 from gpt.finetune import FineTuneConfig, add_common_arguments, fine_tune, prepare  # noqa: E402
 from gpt.freezing import trainable_counts  # noqa: E402
 from gpt.heads import GPTForSequenceClassification  # noqa: E402
-from gpt.lora import apply_lora  # noqa: E402
+from gpt.lora import apply_lora, lora_parameter_counts  # noqa: E402
 from gpt.metrics import accuracy, classification_report, macro_f1  # noqa: E402
 from gpt.model import GPTConfig, evaluating  # noqa: E402
 from gpt.tasks import speaker_attribution  # noqa: E402
@@ -51,25 +51,14 @@ from gpt.tasks import speaker_attribution  # noqa: E402
 METHODS = ("scratch", "full", "frozen", "lora")
 LEARNING_RATES = {"scratch": 1e-3, "full": 5e-4, "frozen": 1e-3, "lora": 3e-3}
 LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
-
-
-def gpt2_small_lora_counts(r: int = 16, num_labels: int = 2, sizes=(768, 12, 50257, 1024)) -> tuple[int, int]:
-    """(trainable, total) parameters of GPT-2 124M (``sizes``: n_embd, n_layer, vocab, positions) with LoRA
-    rank ``r`` on c_attn, c_proj and c_fc and a ``num_labels`` head, from the shapes: a LoRA on
-    Linear(in, out) adds r * (in + out) numbers (lora_A is r x in, lora_B out x r)."""
-    C, layers, vocab, positions = sizes
-    linears_per_block = [(C, 3 * C), (C, C), (C, 4 * C), (4 * C, C)]  # c_attn, attn.c_proj, c_fc, mlp.c_proj
-    lora = layers * sum(r * (fan_in + fan_out) for fan_in, fan_out in linears_per_block)
-    block = sum(fan_in * fan_out + fan_out for fan_in, fan_out in linears_per_block) + 4 * C  # + ln_1, ln_2
-    base = vocab * C + positions * C + layers * block + 2 * C                               # + ln_f
-    head = C * num_labels                                                                   # score, no bias
-    return lora + head, base + lora + head
+GPT2_SMALL = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    trainable, total = gpt2_small_lora_counts()
+    counts = lora_parameter_counts(GPT2_SMALL, r=16, targets=LORA_TARGETS, num_labels=2)
     epilog = (f"For GPT-2 124M (--init-from a Hugging Face gpt2 folder), LoRA rank 16 on c_attn, c_proj and c_fc "
-              f"plus a 2-class head trains {trainable:,} of {total:,} parameters ({trainable / total:.2%}).")
+              f"plus a 2-class head trains {counts['trainable']:,} of {counts['total']:,} parameters "
+              f"({counts['trainable_fraction']:.2%}).")
     parser = argparse.ArgumentParser(description=__doc__, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
