@@ -200,6 +200,11 @@ def load_model(checkpoint: Checkpoint):
     """A GPT with the checkpoint's config and weights (a CheckpointError if they do not fit)."""
     from .model import GPT, GPTConfig  # noqa: PLC0415
 
+    head = checkpoint.model_config.get("head")
+    if head is not None:
+        raise CheckpointError(f"checkpoint {checkpoint.path} holds a GPT with a {head.get('task')!r} head, not a "
+                              "language model: load it with gpt.heads (GPTForSequenceClassification / "
+                              "GPTForMultipleChoice).from_pretrained")
     try:
         config = GPTConfig.from_dict(checkpoint.model_config)
     except (TypeError, ValueError) as error:

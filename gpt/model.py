@@ -158,12 +158,10 @@ class GPT(nn.Module):
             # LayerNorm weights keep their ones.
 
     # ---------------------------------------------------------------- forward
-    def forward(self, idx, targets=None, cache=None) -> tuple[tl.Tensor, tl.Tensor | None]:
-        """Logits (B, T, vocab) for token ids ``idx`` (B, T); and the mean cross-entropy if ``targets``.
-
-        ``cache`` (a ``gpt.generation.KVCache``, when generating): ``idx`` are the
-        positions after the cached ones, and every layer attends to those too.
-        """
+    def hidden_states(self, idx, cache=None) -> tl.Tensor:
+        """The final layer norm's output (B, T, n_embd) for token ids ``idx`` (B, T): one vector per
+        position, before ``lm_head`` (Hugging Face's ``last_hidden_state``; the task heads of
+        ``gpt/heads.py`` read it). ``cache``: see `forward`."""
         idx = _token_array(idx, "idx")
         B, T = idx.shape
         start = cache.length if cache is not None else 0  # positions already in the cache
@@ -179,7 +177,17 @@ class GPT(nn.Module):
                 x = checkpoint(block, x)  # keeps only x for backward, which reruns the block (utils/checkpoint.py)
             else:
                 x = block(x, layer_cache)
-        logits = self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
+
+    def forward(self, idx, targets=None, cache=None) -> tuple[tl.Tensor, tl.Tensor | None]:
+        """Logits (B, T, vocab) for token ids ``idx`` (B, T); and the mean cross-entropy if ``targets``.
+
+        ``cache`` (a ``gpt.generation.KVCache``, when generating): ``idx`` are the
+        positions after the cached ones, and every layer attends to those too.
+        """
+        idx = _token_array(idx, "idx")
+        B, T = idx.shape
+        logits = self.lm_head(self.hidden_states(idx, cache))
         loss = None
         if targets is not None:
             targets = _token_array(targets, "targets")

@@ -24,6 +24,7 @@ from safetensors.numpy import load_file
 from .model import GPT, GPTConfig
 
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+HEAD_PREFIXES = ("score.", "multiple_choice_head.")  # task heads (gpt/heads.py), not part of the GPT body
 
 
 def config_from_hf(hf: dict, source: Path) -> GPTConfig:
@@ -45,8 +46,13 @@ def config_from_hf(hf: dict, source: Path) -> GPTConfig:
                      n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, bias=True)
 
 
-def load_hf_gpt2(path: str | Path) -> GPT:
-    """A GPT (in eval mode) with the weights of the Hugging Face GPT-2 checkpoint in folder ``path``."""
+def read_hf_gpt2(path: str | Path) -> tuple[GPTConfig, dict, dict, dict]:
+    """(our config, HF's config.json, body weights in our names, head weights) of the folder ``path``.
+
+    The body is what ``GPT`` holds; the head weights are the rest under their Hugging Face names
+    (``score.weight`` of GPT2ForSequenceClassification, ``multiple_choice_head.summary.*`` of
+    GPT2DoubleHeadsModel), for the task heads in ``gpt/heads.py``; a GPT2LMHeadModel has none.
+    """
     path = Path(path)
     config_path, weights_path = path / "config.json", path / "model.safetensors"
     if not config_path.is_file():
@@ -65,8 +71,11 @@ def load_hf_gpt2(path: str | Path) -> GPT:
     except SafetensorError as error:
         raise ValueError(f"from_pretrained: {weights_path} is not a readable safetensors file: {error}") from error
 
-    state = {}
+    state, head_state = {}, {}
     for name, array in tensors.items():
+        if name.startswith(HEAD_PREFIXES):
+            head_state[name] = array.astype(numpy.float32)
+            continue
         name = name.removeprefix("transformer.")
         if name.endswith((".attn.bias", ".attn.masked_bias")):
             continue  # old checkpoints store the causal mask as a buffer; we build it on the fly
@@ -77,10 +86,20 @@ def load_hf_gpt2(path: str | Path) -> GPT:
             array = numpy.ascontiguousarray(array.T)
         state[name] = array
     state["lm_head.weight"] = state.get("wte.weight")
+    return config, hf_config, state, head_state
 
-    model = GPT(config)
+
+def load_body_weights(model: GPT, state: dict, source: str | Path) -> None:
+    """Copy ``state`` (from `read_hf_gpt2`) into ``model``; an error naming what ``source`` lacks."""
     missing = [name for name in model.state_dict() if state.get(name) is None]
     if missing:
-        raise ValueError(f"from_pretrained: {weights_path} lacks {', '.join(missing)}")
+        raise ValueError(f"from_pretrained: {source} lacks {', '.join(missing)}")
     model.load_state_dict(state, strict=True)
+
+
+def load_hf_gpt2(path: str | Path) -> GPT:
+    """A GPT (in eval mode) with the weights of the Hugging Face GPT-2 checkpoint in folder ``path``."""
+    config, _, state, _ = read_hf_gpt2(path)
+    model = GPT(config)
+    load_body_weights(model, state, Path(path) / "model.safetensors")
     return model.eval()
