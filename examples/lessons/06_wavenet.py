@@ -49,7 +49,9 @@ class FlattenConsecutive(nn.Module):
 
     def forward(self, x):
         B, T, C = x.shape
-        x = x.view(B, T // self.n, C * self.n)
+        # reshape, where makemore writes view: our BatchNorm1d below hands back a transposed
+        # (B, C, T) memory layout, which torch's view refuses (reshape copies when it must)
+        x = x.reshape(B, T // self.n, C * self.n)
         if x.shape[1] == 1:
             x = x.squeeze(1)
         return x
