@@ -16,6 +16,7 @@ printed beside it, with both ratios ours/PyTorch.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import resource
 import subprocess
@@ -24,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy  # noqa: F401  (loaded so that machine.describe() sees its BLAS)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402  (benchmarks/machine.py)
@@ -102,8 +102,8 @@ def load_average() -> str:
 
 def main() -> None:
     args = parse_args()
-    if not args.no_torch:
-        import torch  # noqa: F401  (loaded so that machine.describe() sees its BLAS too)
+    for library in ["numpy"] + ([] if args.no_torch else ["torch"]):
+        importlib.import_module(library)  # loaded, so that machine.describe() sees its BLAS
     print(machine.describe())
     print(f"threads: {args.threads if args.threads is not None else 'library defaults'}; "
           f"load average at start: {load_average()}\n")
