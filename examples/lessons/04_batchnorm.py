@@ -103,7 +103,7 @@ if plt is not None:
         hist, edges = torch.histogram(h.view(-1), bins=50)
         axes[row, 1].stairs(hist.numpy(), edges.numpy())
         axes[row, 1].set(title=f"{name}: tanh output, {saturated(h):.0%} saturated")
-        axes[row, 2].imshow((h.abs() > 0.99).numpy(), cmap="gray", interpolation="nearest")
+        axes[row, 2].imshow((h.abs() > 0.99).numpy(), cmap="gray", interpolation="nearest", aspect="auto")
         axes[row, 2].set(title="|h| > 0.99 (white)", xlabel="hidden unit", ylabel="example")
     figure.tight_layout()
     save_figure(figure, "batchnorm_saturation.png", args)
