@@ -511,7 +511,9 @@ class Tensor:
 
     def mean(self, dim=None, keepdim: bool = False, **numpy_names):
         dim, keepdim = _numpy_spellings("mean", numpy_names, dim, keepdim=keepdim)
-        axes = reduce.normalize_axis(dim, self.ndim, "mean")
+        if self.dtype.kind == "f":
+            return reduce.Mean.apply(self, axis=dim, keepdims=keepdim)
+        axes = reduce.normalize_axis(dim, self.ndim, "mean")  # integers: the sum, then a true division
         count = int(numpy.prod([self.shape[a] for a in axes])) if axes else 1
         return self.sum(dim, keepdim) / count
 
@@ -520,6 +522,8 @@ class Tensor:
         """Variance; ``correction=1`` (the default, as in torch) divides by n - 1; ``unbiased=False`` is correction 0."""
         dim, keepdim = _numpy_spellings("var", numpy_names, dim, keepdim=keepdim)
         correction = correction if unbiased is None else int(unbiased)
+        if self.dtype.kind == "f":
+            return reduce.Var.apply(self, axis=dim, keepdims=keepdim, correction=correction)
         axes = reduce.normalize_axis(dim, self.ndim, "var")
         count = int(numpy.prod([self.shape[a] for a in axes])) if axes else 1
         centered = self - self.mean(dim, keepdim=True)
