@@ -466,6 +466,7 @@ OPS: list[OpRow] = [
     OpRow("neg", lambda a: -a, lambda a: -a, unary()),
     OpRow("exp", lambda a: a.exp(), torch.exp, unary()),
     OpRow("log", lambda a: a.log(), torch.log, unary(0.1, 5.0)),
+    OpRow("log10", lambda a: a.log10(), torch.log10, unary(0.1, 5.0)),
     OpRow("sqrt", lambda a: a.sqrt(), torch.sqrt, unary(0.1, 5.0)),
     OpRow("tanh", lambda a: a.tanh(), torch.tanh, unary()),
     OpRow("sigmoid", lambda a: a.sigmoid(), torch.sigmoid, unary(-8, 8)),

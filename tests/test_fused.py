@@ -311,6 +311,46 @@ def test_layer_norm_checks_its_inputs():
         F.layer_norm(x.float(), (3,), tl.Tensor(np.ones(3), dtype=np.float64))
 
 
+# --------------------------------------------------------------- batch norm
+
+
+def batch_norm_of(fn, affine: str, momentum: float = 0.1):
+    """fn(x, [weight], [bias]) in training mode with fresh running statistics, which are kept in ``stats``."""
+    stats = []
+
+    def run(t, *params):
+        params = list(params)
+        weight = params.pop(0) if "weight" in affine else None
+        bias = params.pop(0) if "bias" in affine else None
+        running = [tl.zeros(t.shape[1], dtype=t.dtype), tl.ones(t.shape[1], dtype=t.dtype)]
+        stats.append(running)
+        return fn(t, *running, weight, bias, training=True, momentum=momentum)
+    return run, stats
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", ["weight+bias", "weight", "none"])
+@pytest.mark.parametrize("shape", [(5, 3), (4, 3, 6), (2, 1, 1)])
+def test_batch_norm_matches_reference(affine, dtype, shape):
+    x, weight, bias = random_arrays(3, shape, shape[1:2], shape[1:2])
+    arrays = [x * 2.0 + 0.5] + ([weight] if "weight" in affine else []) + ([bias] if "bias" in affine else [])
+    fused_fn, fused_stats = batch_norm_of(F.batch_norm, affine)
+    reference_fn, reference_stats = batch_norm_of(F.batch_norm_reference, affine)
+    assert_fused_matches_reference(fused_fn, reference_fn, arrays, dtype, fused.BatchNorm, atol32=1e-4)
+    for fused_stat, reference_stat in zip(fused_stats[0], reference_stats[0]):  # the running mean and var
+        assert_close(fused_stat.numpy(), reference_stat.numpy(), dtype)
+        assert fused_stat.dtype == dtype
+
+
+def test_batch_norm_statistics_carry_no_gradient():
+    x = tl.Tensor(random_arrays(0, (4, 3))[0], requires_grad=True)
+    y, mean, var = fused.BatchNorm.apply(x, axes=(0,))
+    np.testing.assert_allclose(mean.numpy(), x.numpy().mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(var.numpy(), x.numpy().var(axis=0), rtol=1e-5)
+    with pytest.raises(RuntimeError, match="batch_norm: the batch statistics it returns are not differentiable"):
+        (y.sum() + mean.sum()).backward()
+
+
 # --------------------------------------------------------------------- GELU
 
 

@@ -426,3 +426,15 @@ def test_module_to_dtype_casts_float_tensors_like_torch():
     assert ours.to("cpu", tl.float32).float() is ours and ours[0].weight.dtype == np.float32
     with pytest.raises(TypeError, match="Module.to: only floating dtypes"):
         ours.to(tl.int64)
+
+
+def test_replacing_a_parameter_with_a_plain_tensor_raises():
+    """`layer.weight *= 0.1` makes a new tensor here (no in-place operators): it must not silently
+    drop the weight from the parameters, as makemore part 5's init would."""
+    layer = nn.Linear(3, 4)
+    with tl.no_grad():
+        with pytest.raises(TypeError, match=r"Linear.weight is a parameter; .* `weight.mul_\(c\)` under no_grad"):
+            layer.weight *= 0.1
+        layer.weight.mul_(0.1)  # the in-place spelling works, as does a new Parameter
+    layer.weight = nn.Parameter(layer.weight.data * 2)
+    assert len(list(layer.parameters())) == 2

@@ -71,3 +71,20 @@ def test_gather_matches_torch_and_checks_the_index():
                                   torch.from_numpy(x).gather(1, torch.from_numpy(index)).numpy())
     with pytest.raises(ValueError, match="gather"):
         tl.Tensor(x).gather(1, tl.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("density", [False, True])
+def test_histogram_matches_torch(density):
+    x = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+    for kwargs in ({}, {"bins": 7}, {"bins": 5, "range": (-1.0, 1.0)}):
+        ours, theirs = tl.Tensor(x).histogram(density=density, **kwargs), torch.histogram(
+            torch.from_numpy(x), density=density, **kwargs)
+        np.testing.assert_allclose(ours.hist.numpy(), theirs.hist.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(ours.bin_edges.numpy(), theirs.bin_edges.numpy(), rtol=1e-6, atol=1e-6)
+        hist, bin_edges = tl.histogram(tl.Tensor(x), density=density, **kwargs)  # unpacks as torch's
+        assert hist.dtype == bin_edges.dtype == np.float32 and hist.shape == (kwargs.get("bins", 100),)
+    assert tl.Tensor(x).nelement() == torch.from_numpy(x).nelement() == 400
+    with pytest.raises(TypeError, match="histogram: expected a floating point tensor, got dtype int64"):
+        tl.tensor([1, 2, 3]).histogram()
+    with pytest.raises(ValueError, match="histogram: bins must be a positive int, got 0"):
+        tl.Tensor(x).histogram(0)

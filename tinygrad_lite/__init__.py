@@ -25,8 +25,8 @@ from .creation import (Generator, allclose, arange, empty, empty_like, eye, from
                        randperm, tensor, zeros, zeros_like)
 from .gradcheck import GradcheckError, gradcheck
 from .profiler import profile
-from .tensor import (Size, Tensor, ValuesIndices, argsort, cat, clamp, exp, gather, log, maximum, minimum, pow, roll,
-                     sigmoid, sort, sqrt, stack, tanh, topk, tril, triu, where)
+from .tensor import (Histogram, Size, Tensor, ValuesIndices, argsort, cat, clamp, exp, gather, histogram, log, maximum,
+                     minimum, pow, roll, sigmoid, sort, sqrt, stack, tanh, topk, tril, triu, where)
 from . import nn, optim  # noqa: E402  (need Tensor)
 from . import distributed  # noqa: E402  (needs nn and optim; imports no MPI until a launcher asks)
 from . import amp  # noqa: E402

@@ -375,6 +375,62 @@ class LayerNorm(Function):
         return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
 
 
+# --------------------------------------------------------------- batch norm
+
+
+class BatchNorm(Function):
+    """Training-mode batch norm: y = xhat * w + b per channel (axis 1), with the statistics over the
+    other ``axes`` (n values per channel: the batch, and L for (N, C, L)):
+
+        mean = sum(x) / n,   var = sum((x - mean)^2) / n,   rstd = 1 / sqrt(var + eps),
+        xhat = (x - mean) * rstd.
+
+    Called as ``BatchNorm.apply(x, [weight], [bias], axes=..., has_weight=..., has_bias=...)``;
+    returns ``(y, mean, var)``: the (C,) batch statistics come out too, so that ``F.batch_norm``
+    can move the running statistics (they are outputs for that only; they carry no gradient).
+
+    Backward: layer norm's formula with the means taken over ``axes`` instead of the last axis
+    (makemore part 4 derives it by hand). With gw = g * w and means over ``axes``,
+
+        dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat))
+        dw = sum(g * xhat),   db = sum(g)    (sums over ``axes``)
+    """
+
+    def forward(self, x, *params, axes=(0,), has_weight=False, has_bias=False, eps=1e-5):
+        _require_float("batch_norm", x, *params)
+        params = list(params)
+        weight = params.pop(0) if has_weight else None
+        bias = params.pop(0) if has_bias else None
+        self.has_weight, self.has_bias, self.axes = has_weight, has_bias, tuple(axes)
+        per_channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)  # (C,) arrays broadcast against x
+        mean = x.mean(axis=self.axes, keepdims=True)
+        centered = x - mean
+        var = (centered * centered).mean(axis=self.axes, keepdims=True)
+        rstd = 1.0 / xp_of(x).sqrt(var + eps)
+        xhat = centered * rstd
+        weight = None if weight is None else weight.reshape(per_channel)
+        out = xhat * weight if weight is not None else xhat.copy()
+        if bias is not None:
+            out += bias.reshape(per_channel)
+        self.save_for_backward(xhat, rstd, weight)
+        return out, mean.reshape(-1), var.reshape(-1)
+
+    def backward(self, grad, grad_mean=None, grad_var=None):
+        if grad_mean is not None or grad_var is not None:
+            raise RuntimeError("batch_norm: the batch statistics it returns are not differentiable; "
+                               "compute x.mean() / x.var() yourself to backpropagate through them")
+        xhat, rstd, weight = self.saved_tensors
+        need_x = self.needs_input_grad[0]
+        need_weight = self.has_weight and self.needs_input_grad[1]
+        need_bias = self.has_bias and self.needs_input_grad[-1]
+        grad_weight = (grad * xhat).sum(axis=self.axes) if need_weight else None   # dw = sum(g * xhat)
+        grad_bias = grad.sum(axis=self.axes) if need_bias else None                 # db = sum(g)
+        gw = grad * weight if weight is not None else grad
+        grad_x = (rstd * (gw - gw.mean(axis=self.axes, keepdims=True)
+                          - xhat * (gw * xhat).mean(axis=self.axes, keepdims=True))) if need_x else None
+        return (grad_x,) + ((grad_weight,) if self.has_weight else ()) + ((grad_bias,) if self.has_bias else ())
+
+
 # --------------------------------------------------------------------- GELU
 
 GELU_C = math.sqrt(2.0 / math.pi)  # GELU's constants, for every twin (nn/functional.py, gpt/generation.py)

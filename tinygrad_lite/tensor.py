@@ -46,6 +46,13 @@ class ValuesIndices(NamedTuple):
     indices: "Tensor"
 
 
+class Histogram(NamedTuple):
+    """What ``histogram`` returns, as torch.return_types.histogram: ``hist, bin_edges = x.histogram(50)``."""
+
+    hist: "Tensor"
+    bin_edges: "Tensor"
+
+
 # NumPy's keyword -> the torch keyword it stands for
 NUMPY_SPELLINGS = {"axis": "dim", "keepdims": "keepdim"}
 
@@ -164,6 +171,8 @@ class Tensor:
     def numel(self) -> int:
         """The number of elements (NumPy's ``array.size``)."""
         return int(self._data.size)
+
+    nelement = numel  # torch's older name, as makemore writes it
 
     def __len__(self) -> int:
         if self.ndim == 0:
@@ -479,6 +488,10 @@ class Tensor:
     def sqrt(self):
         return ew.Sqrt.apply(self)
 
+    def log10(self):
+        """log10(x) = ln(x) / ln(10)."""
+        return ew.Log.apply(self) * float(1.0 / numpy.log(10.0))
+
     def tanh(self):
         return ew.Tanh.apply(self)
 
@@ -516,7 +529,9 @@ class Tensor:
 
     def mean(self, dim=None, keepdim: bool = False, **numpy_names):
         dim, keepdim = _numpy_spellings("mean", numpy_names, dim, keepdim=keepdim)
-        axes = reduce.normalize_axis(dim, self.ndim, "mean")
+        if self.dtype.kind == "f":
+            return reduce.Mean.apply(self, axis=dim, keepdims=keepdim)
+        axes = reduce.normalize_axis(dim, self.ndim, "mean")  # integers: the sum, then a true division
         count = int(numpy.prod([self.shape[a] for a in axes])) if axes else 1
         return self.sum(dim, keepdim) / count
 
@@ -525,6 +540,8 @@ class Tensor:
         """Variance; ``correction=1`` (the default, as in torch) divides by n - 1; ``unbiased=False`` is correction 0."""
         dim, keepdim = _numpy_spellings("var", numpy_names, dim, keepdim=keepdim)
         correction = correction if unbiased is None else int(unbiased)
+        if self.dtype.kind == "f":
+            return reduce.Var.apply(self, axis=dim, keepdims=keepdim, correction=correction)
         axes = reduce.normalize_axis(dim, self.ndim, "var")
         count = int(numpy.prod([self.shape[a] for a in axes])) if axes else 1
         centered = self - self.mean(dim, keepdim=True)
@@ -757,6 +774,20 @@ class Tensor:
         indices = self.argsort(dim, descending=largest)[(slice(None),) * dim + (slice(0, k),)]
         return ValuesIndices(_take_along(self, indices.data, dim, "topk"), indices)
 
+    def histogram(self, bins: int = 100, range: tuple[float, float] | None = None,  # noqa: A002 -- torch's name
+                  density: bool = False) -> "Histogram":
+        """Counts of the values in ``bins`` equal bins over ``range`` (default: min to max), as torch.histogram.
+
+        ``density=True`` scales the counts so that the histogram integrates to 1. Not differentiable:
+        it is for looking at activations and gradients (makemore part 3's saturation plots).
+        """
+        if self.dtype.kind != "f":
+            raise TypeError(f"histogram: expected a floating point tensor, got dtype {self.dtype}")
+        if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
+            raise ValueError(f"histogram: bins must be a positive int, got {bins!r}")
+        hist, edges = self.xp.histogram(self._data, bins=int(bins), range=range, density=density)
+        return Histogram(Tensor(hist.astype(self.dtype)), Tensor(edges.astype(self.dtype)))
+
 
 # ---------------------------------------------------------------- helpers
 
@@ -946,6 +977,11 @@ def argsort(x: Tensor, dim: int = -1, descending: bool = False, stable: bool = F
 
 def gather(x: Tensor, dim: int, index) -> Tensor:
     return x.gather(dim, index)
+
+
+def histogram(x: Tensor, bins: int = 100, range: tuple[float, float] | None = None,  # noqa: A002
+              density: bool = False) -> Histogram:
+    return x.histogram(bins, range=range, density=density)
 
 
 def pow(x: Tensor, exponent) -> Tensor:  # noqa: A001 -- torch.pow

@@ -4,6 +4,8 @@
     words = load_names(args)                 # makemore's names.txt, 32,033 names
     text = load_shakespeare(args)            # tiny Shakespeare, 1,115,394 characters
     train, dev, test = split_names(words)    # makemore's split: random.seed(42), shuffle, 80/10/10
+    stoi, itos = char_vocabulary(words)      # '.' is 0, the letters 1..26
+    X, Y = contexts(train, stoi, 3)          # lesson 3's dataset: lists, for torch.tensor(X)
     plt = pyplot()                           # None when matplotlib is not installed
     save_figure(fig, "loss.png", args)       # a PNG in --out; shown inline in a notebook
     report(loss=2.45, steps=100)             # the last line: "result: loss=2.4500 steps=100"
@@ -92,6 +94,26 @@ def split_names(words: list[str]) -> tuple[list[str], list[str], list[str]]:
     random.shuffle(words)
     n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
     return words[:n1], words[n1:n2], words[n2:]
+
+
+def char_vocabulary(words: list[str]) -> tuple[dict[str, int], dict[int, str]]:
+    """makemore's numbering: '.' (start and end of a name) is 0, the sorted characters 1, 2, ..."""
+    stoi = {ch: i + 1 for i, ch in enumerate(sorted(set("".join(words))))}
+    stoi["."] = 0
+    return stoi, {i: ch for ch, i in stoi.items()}
+
+
+def contexts(words: list[str], stoi: dict[str, int], block_size: int) -> tuple[list[list[int]], list[int]]:
+    """Every (last ``block_size`` characters, next character) pair of the names, as lesson 3 builds them
+    (``emma`` with 3: ``... -> e``, ``..e -> m``, ...). Plain lists: the lesson makes the tensors."""
+    X, Y = [], []
+    for w in words:
+        context = [0] * block_size
+        for ch in w + ".":
+            X.append(context)
+            Y.append(stoi[ch])
+            context = context[1:] + [stoi[ch]]
+    return X, Y
 
 
 def in_notebook() -> bool:

@@ -78,7 +78,7 @@ class Module:
         self._buffer_names: dict[str, bool] = {}  # name -> persistent (saved in state_dict)
 
     def __setattr__(self, name: str, value) -> None:
-        error = _plain_container_error(self, name, value)
+        error = _plain_container_error(self, name, value) or _lost_parameter_error(self, name, value)
         if error:
             raise error  # at the assignment, where the bug is
         object.__setattr__(self, name, value)
@@ -383,6 +383,17 @@ def name_matches(name: str, pattern: str) -> bool:
     ("h.3.mlp.c_fc.weight" yes, "h.30.mlp.c_fc.weight" no, "transformer.h.3.ln_1.bias" yes)."""
     parts, wanted = name.split("."), pattern.split(".")
     return any(parts[i:i + len(wanted)] == wanted for i in range(len(parts) - len(wanted) + 1))
+
+
+def _lost_parameter_error(owner: Module, name: str, value) -> TypeError | None:
+    """Replacing a parameter with a plain tensor would silently stop training it (``layer.weight *= 0.1``
+    makes a new tensor here: Tensor has no in-place operators): the error to raise, or None. torch
+    refuses that assignment too."""
+    if not (_is_parameter(vars(owner).get(name)) and isinstance(value, Tensor) and not _is_parameter(value)):
+        return None
+    return TypeError(f"{type(owner).__name__}.{name} is a parameter; assigning a tensor that is not one would "
+                     f"stop it from being trained. `{name} *= c` makes a new tensor here: scale it in place with "
+                     f"`{name}.mul_(c)` under no_grad(), or assign nn.Parameter(...)")
 
 
 def _array_of(value):

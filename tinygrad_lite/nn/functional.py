@@ -341,30 +341,37 @@ def embedding(indices, weight: Tensor, padding_idx: int | None = None) -> Tensor
     return where(Tensor(is_padding[..., None]), rows.detach(), rows)
 
 
-def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None = None,
-               bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
-               eps: float = 1e-5) -> Tensor:
+def _check_batch_norm_inputs(x: Tensor, running_mean, running_var, weight, bias, training: bool) -> None:
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: expected input (N, C) or (N, C, L), got shape {x.shape}")
+    channels = x.shape[1]
+    for name, tensor in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                         ("bias", bias)):
+        if tensor is not None and tensor.shape != (channels,):
+            raise ValueError(f"batch_norm: {name} has shape {tensor.shape}, expected ({channels},) "
+                             f"for input of shape {x.shape}")
+    if training and x.numel() // channels <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input "
+                         f"of shape {x.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
+
+
+def batch_norm_reference(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+                         weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
+                         momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     """y = (x - mean) / sqrt(var + eps) * weight + bias per channel C of x (N, C) or (N, C, L), as torch's.
 
     Training: mean and (biased) var over the batch (and L); the running statistics, when given,
     move towards them in place: r = (1 - momentum) r + momentum s, with the *unbiased* var.
     Evaluation: the running statistics normalise.
     """
-    if x.ndim < 2:
-        raise ValueError(f"batch_norm: expected input (N, C) or (N, C, L), got shape {x.shape}")
+    _check_batch_norm_inputs(x, running_mean, running_var, weight, bias, training)
     channels = x.shape[1]
     dims = (0,) + tuple(range(2, x.ndim))  # every dim but the channels
     per_channel = (1, channels) + (1,) * (x.ndim - 2)  # (C,) statistics broadcast against x
-    for name, tensor in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
-                         ("bias", bias)):
-        if tensor is not None and tensor.shape != (channels,):
-            raise ValueError(f"batch_norm: {name} has shape {tensor.shape}, expected ({channels},) "
-                             f"for input of shape {x.shape}")
     if training:
         count = x.numel() // channels
-        if count <= 1:
-            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input "
-                             f"of shape {x.shape}")
         mean = x.mean(dims, keepdim=True)
         var = ((x - mean) * (x - mean)).mean(dims, keepdim=True)
         if running_mean is not None:
@@ -372,14 +379,35 @@ def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | Non
                 running_mean.mul_(1.0 - momentum).add_(momentum * mean.data.reshape(channels))
                 running_var.mul_(1.0 - momentum).add_(momentum * var.data.reshape(channels) * (count / (count - 1)))
     else:
-        if running_mean is None or running_var is None:
-            raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
         mean, var = running_mean.reshape(per_channel), running_var.reshape(per_channel)
     y = (x - mean) / (var + eps).sqrt()
     if weight is not None:
         y = y * weight.reshape(per_channel)
     if bias is not None:
         y = y + bias.reshape(per_channel)
+    return y
+
+
+def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None = None,
+               bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
+               eps: float = 1e-5) -> Tensor:
+    """Batch norm per channel C of x (N, C) or (N, C, L), as torch's (``batch_norm_reference`` is the math).
+
+    Training runs ``fused.BatchNorm`` (one op, forward and backward) and moves the running
+    statistics with the batch's; evaluation normalises with the running statistics, an affine map.
+    """
+    _check_batch_norm_inputs(x, running_mean, running_var, weight, bias, training)
+    if is_reference_mode() or not training:
+        return batch_norm_reference(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    channels = x.shape[1]
+    params = [p for p in (weight, bias) if p is not None]
+    y, mean, var = fused.BatchNorm.apply(x, *params, axes=(0,) + tuple(range(2, x.ndim)),
+                                         has_weight=weight is not None, has_bias=bias is not None, eps=eps)
+    if running_mean is not None:
+        count = x.numel() // channels
+        with no_grad():  # the running statistics are buffers, outside the graph; var unbiased, as torch
+            running_mean.mul_(1.0 - momentum).add_(momentum * mean.data)
+            running_var.mul_(1.0 - momentum).add_(momentum * var.data * (count / (count - 1)))
     return y
 
 

@@ -54,17 +54,22 @@ class Mul(Function):
 
 
 class Div(Function):
-    """z = x / y.   dz/dx = 1/y,  dz/dy = -x/y^2."""
+    """z = x / y.   dz/dx = 1/y,  dz/dy = -x/y^2 = -z/y.
+
+    A broadcast y (batch norm's x / std) is one value over the positions that it is
+    summed over, so dL/dy = -sum(g * z) / y: the division happens on y's small shape.
+    """
 
     def forward(self, x, y):
-        self.save_for_backward(x, y)
-        return x / y
+        out = x / y
+        self.save_for_backward(y, out)
+        return out
 
     def backward(self, grad):
-        x, y = self.saved_tensors
+        y, out = self.saved_tensors
         tx, ty = self.parents
         grad_x = reduce_to(grad / y, tx) if self.needs_input_grad[0] else None
-        grad_y = reduce_to(-grad * x / (y * y), ty) if self.needs_input_grad[1] else None
+        grad_y = reduce_to(-reduce_to(grad * out, ty) / y, ty) if self.needs_input_grad[1] else None
         return grad_x, grad_y
 
 

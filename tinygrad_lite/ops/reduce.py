@@ -44,6 +44,47 @@ class Sum(Function):
         return xp_of(grad).broadcast_to(grad, x.shape)
 
 
+class Mean(Function):
+    """z = sum of x over ``axis`` / n (n = how many elements each output averages).   dz/dx_i = 1/n."""
+
+    def forward(self, x, axis=None, keepdims=False):
+        self.axes, self.keepdims = normalize_axis(axis, x.ndim, "mean"), keepdims
+        self.count = _count(x.shape, self.axes)
+        return x.sum(axis=self.axes, keepdims=keepdims) / x.dtype.type(self.count)
+
+    def backward(self, grad):
+        (x,) = self.parents
+        grad = expand_reduced(grad, x.shape, self.axes, self.keepdims) / grad.dtype.type(self.count)
+        return xp_of(grad).broadcast_to(grad, x.shape)
+
+
+class Var(Function):
+    """z = sum((x - mean)^2) / (n - correction) over ``axis`` (correction 1: the unbiased estimate).
+
+    dz/dx_i = 2 (x_i - mean) / (n - correction): the path through the mean adds
+    -2/n sum_j (x_j - mean) / (n - correction), and the deviations sum to zero.
+    """
+
+    def forward(self, x, axis=None, keepdims=False, correction=1):
+        self.axes, self.keepdims = normalize_axis(axis, x.ndim, "var"), keepdims
+        self.divisor = x.dtype.type(max(_count(x.shape, self.axes) - correction, 0))
+        centered = x - x.mean(axis=self.axes, keepdims=True)
+        self.save_for_backward(centered)
+        return (centered * centered).sum(axis=self.axes, keepdims=keepdims) / self.divisor
+
+    def backward(self, grad):
+        (centered,) = self.saved_tensors
+        grad = expand_reduced(grad, centered.shape, self.axes, self.keepdims)
+        return centered * (grad * (2 / self.divisor))
+
+
+def _count(shape: tuple, axes: tuple) -> int:
+    count = 1
+    for a in axes:
+        count *= shape[a]
+    return count
+
+
 class Max(Function):
     """z = max of x over ``axis``.
 
