@@ -10,8 +10,9 @@ The model reads the whole speech: it is cut into windows of block_size tokens
 (``gpt.collate.split_into_windows``; 64 characters for the char model, about 2.9 windows a speech),
 training samples windows (each labelled with its speech's speaker), and a speech's prediction is
 the argmax of the mean of its windows' logits (``average_by_group``). ``GPTForSequenceClassification``
-(gpt/heads.py) reads the hidden state of the last real token of a window through a linear ``score``
-head (``--pooling last``, Hugging Face's rule), or the mean of all its positions' (``--pooling mean``).
+(gpt/heads.py) reads the mean of a window's hidden states through a linear ``score`` head
+(``--pooling mean``, chosen on val: docs/finetuning.md), or its last real token's (``--pooling last``,
+Hugging Face's rule and the class's default).
 Four runs, each with the same steps and batch size:
 
     scratch   the same network, randomly initialised, every parameter trained
@@ -74,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lora-alpha", type=float, default=8.0, help="LoRA scaling = alpha / r (default 8)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="read at most this many block_size windows of each speech (default: all of it)")
-    parser.add_argument("--pooling", choices=GPTForSequenceClassification.POOLINGS, default="last",
-                        help="what the head reads: the last real token (Hugging Face's rule) or the mean of all")
+    parser.add_argument("--pooling", choices=GPTForSequenceClassification.POOLINGS, default="mean",
+                        help="what the head reads of each window: the mean of its positions (default; better on "
+                             "val) or the last real token (Hugging Face's rule)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"a comma-separated subset of {','.join(METHODS)}")
     return parser
 
