@@ -5,10 +5,15 @@
     python examples/finetune_classify.py --init-from path/to/gpt2   # real GPT-2 (a Hugging Face folder)
 
 The task (gpt/tasks.py): the 8 speakers with the most speeches; the input is the speech without
-its name line (its first block_size tokens), the label the speaker; each speaker's later speeches
-are the val and test sets. ``GPTForSequenceClassification`` (gpt/heads.py) reads the hidden state
-of the last real token through a linear ``score`` head. Four runs, each with the same steps and
-batch size:
+its name line, the label the speaker; each speaker's later speeches are the val and test sets.
+The model reads the whole speech: it is cut into windows of block_size tokens
+(``gpt.collate.split_into_windows``; 64 characters for the char model, about 2.9 windows a speech),
+training samples windows (each labelled with its speech's speaker), and a speech's prediction is
+the argmax of the mean of its windows' logits (``average_by_group``). ``GPTForSequenceClassification``
+(gpt/heads.py) reads the mean of a window's hidden states through a linear ``score`` head
+(``--pooling mean``, chosen on val: docs/finetuning.md), or its last real token's (``--pooling last``,
+Hugging Face's rule and the class's default).
+Four runs, each with the same steps and batch size:
 
     scratch   the same network, randomly initialised, every parameter trained
     full      from the pretrained checkpoint, every parameter trained
@@ -39,7 +44,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 import numpy  # noqa: E402
 
-from gpt.collate import collate_classification  # noqa: E402
+from gpt.collate import average_by_group, collate_classification, split_into_windows  # noqa: E402
 from gpt.finetune import FineTuneConfig, add_common_arguments, fine_tune, prepare  # noqa: E402
 from gpt.freezing import trainable_counts  # noqa: E402
 from gpt.heads import GPTForSequenceClassification  # noqa: E402
@@ -68,28 +73,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-interval", type=int, default=50, help="steps between val evaluations (default 50)")
     parser.add_argument("--lora-r", type=int, default=4, help="LoRA rank (default 4: under 5%% of this small model)")
     parser.add_argument("--lora-alpha", type=float, default=8.0, help="LoRA scaling = alpha / r (default 8)")
+    parser.add_argument("--max-windows", type=int, default=None,
+                        help="read at most this many block_size windows of each speech (default: all of it)")
+    parser.add_argument("--pooling", choices=GPTForSequenceClassification.POOLINGS, default="mean",
+                        help="what the head reads of each window: the mean of its positions (default; better on "
+                             "val) or the last real token (Hugging Face's rule)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"a comma-separated subset of {','.join(METHODS)}")
     return parser
 
 
-def encode_split(rows, tokenizer, block_size: int) -> tuple[list[list[int]], numpy.ndarray]:
-    return [tokenizer.encode(text)[:block_size] for text, _ in rows], numpy.array([label for _, label in rows])
+def encode_split(rows, tokenizer, block_size: int, max_windows: int) -> dict:
+    """Every speech as its windows of ``block_size`` tokens: the windows, their labels, and which speech each is."""
+    windows, window_labels, speech_of_window = [], [], []
+    for speech_id, (text, label) in enumerate(rows):
+        for window in split_into_windows(tokenizer.encode(text), block_size, max_windows):
+            windows.append(window)
+            window_labels.append(label)
+            speech_of_window.append(speech_id)
+    return {"windows": windows, "window_labels": numpy.array(window_labels), "speech": numpy.array(speech_of_window),
+            "labels": numpy.array([label for _, label in rows])}
 
 
-def predict(model, token_lists, pad_id: int, block_size: int, batch_size: int = 64) -> numpy.ndarray:
-    predictions = []
+def predict(model, split: dict, pad_id: int, block_size: int, batch_size: int = 64) -> numpy.ndarray:
+    """One class per speech: the argmax of its windows' mean logits."""
+    logits = []
+    windows = split["windows"]
     with evaluating(model):
-        for start in range(0, len(token_lists), batch_size):
-            chunk = token_lists[start:start + batch_size]
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start:start + batch_size]
             ids, _ = collate_classification(chunk, [0] * len(chunk), pad_id, block_size)
-            predictions.append(model(ids)[0].numpy().argmax(axis=1))
-    return numpy.concatenate(predictions)
+            logits.append(model(ids)[0].numpy())
+    per_speech = average_by_group(numpy.concatenate(logits), split["speech"], len(split["labels"]))
+    return per_speech.argmax(axis=1)
 
 
 def build_model(method: str, config: GPTConfig, args, num_labels: int, pad_id: int):
     if method == "scratch":
-        return GPTForSequenceClassification(config, num_labels, pad_token_id=pad_id)
-    model = GPTForSequenceClassification.from_pretrained(args.init_from, num_labels=num_labels, pad_token_id=pad_id)
+        return GPTForSequenceClassification(config, num_labels, pad_token_id=pad_id, pooling=args.pooling)
+    model = GPTForSequenceClassification.from_pretrained(args.init_from, num_labels=num_labels, pad_token_id=pad_id,
+                                                         pooling=args.pooling)
     if method == "frozen":
         model.freeze(except_=(f"transformer.h.{config.n_layer - 1}", "transformer.ln_f", "score"))
     elif method == "lora":
@@ -102,7 +124,7 @@ def run_method(method: str, config: GPTConfig, args, data, encoded, pad_id: int)
 
     tl.manual_seed(args.seed)  # the scratch model's init and every head's start from the same seed
     model = build_model(method, config, args, len(data.labels), pad_id)
-    train_ids, train_labels = encoded["train"]
+    train_ids, train_labels = encoded["train"]["windows"], encoded["train"]["window_labels"]
 
     def next_batch(rng):
         rows = rng.integers(0, len(train_ids), args.batch_size)
@@ -111,14 +133,14 @@ def run_method(method: str, config: GPTConfig, args, data, encoded, pad_id: int)
         return {"input_ids": ids, "labels": labels}
 
     def val_accuracy() -> float:
-        return accuracy(encoded["val"][1], predict(model, encoded["val"][0], pad_id, config.block_size))
+        return accuracy(encoded["val"]["labels"], predict(model, encoded["val"], pad_id, config.block_size))
 
     trainable, total = trainable_counts(model)
     settings = FineTuneConfig(steps=args.steps, lr=LEARNING_RATES[method], eval_interval=args.eval_interval,
                               warmup_steps=min(20, args.steps // 10), seed=args.seed)
     result = fine_tune(model, next_batch, val_accuracy, settings)
-    predictions = predict(model, encoded["test"][0], pad_id, config.block_size)
-    test_labels = encoded["test"][1]
+    predictions = predict(model, encoded["test"], pad_id, config.block_size)
+    test_labels = encoded["test"]["labels"]
     print(f"\n== {method}: {trainable:,} of {total:,} parameters trained ({trainable / total:.2%}), "
           f"lr {settings.lr:g}, {result.steps} steps in {result.wall_time_s:.1f} s; best val accuracy "
           f"{result.best_score:.3f} at step {result.best_step}")
@@ -142,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     data = speaker_attribution(text, args.num_speakers)
     if args.quick:
         data.splits = {name: rows[::20] for name, rows in data.splits.items()}
-    encoded = {name: encode_split(rows, tokenizer, config.block_size) for name, rows in data.splits.items()}
+    encoded = {name: encode_split(rows, tokenizer, config.block_size, args.max_windows)
+               for name, rows in data.splits.items()}
     print(f"speakers: {', '.join(data.labels)}; train / val / test speeches: "
-          f"{' / '.join(str(len(rows)) for rows in data.splits.values())}; pad token {pad_id}")
+          f"{' / '.join(str(len(rows)) for rows in data.splits.values())}, windows of {config.block_size} tokens: "
+          f"{' / '.join(str(len(split['windows'])) for split in encoded.values())}; pad token {pad_id}")
 
     results = {method: run_method(method, config, args, data, encoded, pad_id) for method in methods}
-    test_labels = encoded["test"][1]
+    test_labels = encoded["test"]["labels"]
     chance = 1 / len(data.labels)
     majority = accuracy(test_labels, numpy.full(len(test_labels), data.majority_class()))
     print(f"\n{'method':<10}{'test acc':>10}{'macro-F1':>10}{'trained params':>16}{'share':>8}{'time':>8}")

@@ -57,6 +57,40 @@ def collate_classification(token_lists: Sequence[Sequence[int]], labels: Sequenc
     return pad_sequences(cropped, pad_token_id), numpy.asarray(labels, dtype=numpy.int64)
 
 
+def split_into_windows(tokens: Sequence[int], block_size: int, max_windows: int | None = None) -> list[list[int]]:
+    """A text too long for the model as consecutive, non-overlapping windows of ``block_size`` tokens.
+
+        split_into_windows([1, 2, 3, 4, 5, 6, 7], block_size=3)   -> [[1, 2, 3], [4, 5, 6], [7]]
+
+    A classifier then reads every window and averages their logits (``average_by_group``), so it
+    sees the whole text, not only its first ``block_size`` tokens. ``max_windows`` keeps the first
+    ones (a bound on the work for very long texts). An empty text is an error: it has nothing to read.
+    """
+    if block_size < 1:
+        raise ValueError(f"split_into_windows: block_size must be >= 1, got {block_size}")
+    if len(tokens) == 0:
+        raise ValueError("split_into_windows: an empty text has no window to classify")
+    windows = [list(tokens[start:start + block_size]) for start in range(0, len(tokens), block_size)]
+    return windows if max_windows is None else windows[:max_windows]
+
+
+def average_by_group(values: numpy.ndarray, groups: numpy.ndarray, num_groups: int) -> numpy.ndarray:
+    """The mean of the rows of ``values`` (N, C) that share a group id ``groups`` (N,): (num_groups, C).
+
+    With ``groups[i]`` the text that window ``i`` came from, this turns per-window logits into one
+    row of logits per text. Every group must have at least one row.
+    """
+    values, groups = numpy.asarray(values), numpy.asarray(groups)
+    if values.ndim != 2 or groups.shape != (values.shape[0],):
+        raise ValueError(f"average_by_group: values {values.shape} need one group id per row, got groups {groups.shape}")
+    counts = numpy.bincount(groups, minlength=num_groups)
+    if len(counts) > num_groups or (counts == 0).any():
+        raise ValueError(f"average_by_group: every one of {num_groups} groups needs rows; row counts {counts.tolist()}")
+    sums = numpy.zeros((num_groups, values.shape[1]), dtype=numpy.float64)
+    numpy.add.at(sums, groups, values)
+    return (sums / counts[:, None]).astype(values.dtype)
+
+
 def collate_causal_lm(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int, block_size: int,
                       ignore_index: int = IGNORE_INDEX) -> tuple[numpy.ndarray, numpy.ndarray]:
     """(input_ids (B, T), targets (B, T)) from (prompt, response) token lists; only response tokens are targets.

@@ -5,7 +5,11 @@
                       -> a Linear                                         (B, num_labels)  or  one score per choice
 
 A causal model's last position is the only one that has seen the whole text, so it is the one
-the head reads (GPT-1's and Hugging Face's rule). The names and shapes are Hugging Face's:
+the head reads (GPT-1's and Hugging Face's rule, the default). ``GPTForSequenceClassification(...,
+pooling="mean")`` reads instead the mean of the hidden states of every real position (up to the
+last real token), as sentence-embedding models do: each position adds its own view of the text,
+which helps a small or weak body, but it is not what Hugging Face's class computes.
+The names and shapes are Hugging Face's:
 
 * ``GPTForSequenceClassification(config, num_labels)``: ``transformer.*`` and ``score.weight``
   (no bias), as in ``GPT2ForSequenceClassification``; a folder saved from that class loads here.
@@ -53,6 +57,14 @@ def last_non_pad_index(input_ids: numpy.ndarray, pad_token_id: int | None) -> nu
     return (numpy.arange(T) * real).argmax(axis=1)
 
 
+def mean_weights(last_positions: numpy.ndarray, T: int) -> numpy.ndarray:
+    """(N, T, 1) weights that average each row's positions 0 .. ``last_positions[row]``: 1 / count
+    there, 0 after (the padding). Position-based, not pad-id-based: a real token that happens to be
+    the pad id (a newline inside a speech) still counts."""
+    real = numpy.arange(T)[None, :] <= numpy.asarray(last_positions)[:, None]            # (N, T)
+    return (real / real.sum(axis=1, keepdims=True)).astype(numpy.float32)[:, :, None]
+
+
 def is_hf_folder(path: str | Path) -> bool:
     """A Hugging Face checkpoint folder (config.json) rather than one of ours (last.json / best.json)."""
     return (Path(path) / "config.json").is_file()
@@ -79,13 +91,17 @@ class _TaskHead(nn.Module):
         """The ``model_config`` of this model's checkpoint: the GPT's fields plus ``head``."""
         return {**self.config.to_dict(), "head": self.head_config()}
 
-    def _pooled(self, input_ids: numpy.ndarray, mc_token_ids=None) -> tl.Tensor:
-        """The hidden state (N, n_embd) of each row's last real token (or of position ``mc_token_ids``)."""
+    def _pooled(self, input_ids: numpy.ndarray, mc_token_ids=None, pooling: str = "last") -> tl.Tensor:
+        """The hidden state (N, n_embd) of each row's last real token (or of position ``mc_token_ids``);
+        with ``pooling="mean"``, the mean of the hidden states of positions 0 .. that last real token."""
         hidden = self.transformer.hidden_states(input_ids)                       # (N, T, n_embd)
         if mc_token_ids is None:
             positions = last_non_pad_index(numpy.asarray(input_ids), self.pad_token_id)
         else:
             positions = numpy.asarray(mc_token_ids).reshape(-1)
+        if pooling == "mean":
+            return (hidden * tl.Tensor(mean_weights(positions, hidden.shape[1]), dtype=hidden.dtype,
+                                       device=hidden.device)).sum(dim=1)
         return hidden[numpy.arange(len(positions)), positions]
 
     def _fresh_head(self, linear: nn.Linear) -> None:
@@ -162,8 +178,13 @@ class GPTForSequenceClassification(_TaskHead):
     task = "sequence_classification"
     HF_HEAD_NAMES = {"score.weight": "score.weight"}
 
-    def __init__(self, config: GPTConfig, num_labels: int, pad_token_id: int | None = None):
+    POOLINGS = ("last", "mean")
+
+    def __init__(self, config: GPTConfig, num_labels: int, pad_token_id: int | None = None, pooling: str = "last"):
         super().__init__(config, pad_token_id)
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"GPTForSequenceClassification: pooling must be one of {self.POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         if isinstance(num_labels, bool) or not isinstance(num_labels, (int, numpy.integer)) or num_labels < 2:
             raise ValueError(f"GPTForSequenceClassification: num_labels must be an integer >= 2, got {num_labels!r}")
         self.num_labels = int(num_labels)
@@ -171,14 +192,14 @@ class GPTForSequenceClassification(_TaskHead):
         self._fresh_head(self.score)
 
     def head_config(self) -> dict:
-        return {**super().head_config(), "num_labels": self.num_labels}
+        return {**super().head_config(), "num_labels": self.num_labels, "pooling": self.pooling}
 
     def forward(self, input_ids, labels=None) -> tuple[tl.Tensor, tl.Tensor | None]:
         """Logits (B, num_labels); the mean cross-entropy against ``labels`` (B,) when given."""
         input_ids = _token_array(input_ids, "input_ids")
         # Hugging Face scores every position and then picks the last real one; picking first is
         # the same numbers for T times less work.
-        logits = self.score(self._pooled(input_ids))                                # (B, num_labels)
+        logits = self.score(self._pooled(input_ids, pooling=self.pooling))          # (B, num_labels)
         loss = None
         if labels is not None:
             labels = numpy.asarray(labels).reshape(-1)
@@ -197,13 +218,16 @@ class GPTForSequenceClassification(_TaskHead):
             raise ValueError(f"GPTForSequenceClassification.from_pretrained: the checkpoint's head has "
                              f"{head['num_labels']} labels, not {num_labels}")
         pad = overrides["pad_token_id"] if overrides.get("pad_token_id") is not None else head.get("pad_token_id")
-        return cls(config, num_labels, pad_token_id=pad)
+        pooling = overrides.get("pooling") or head.get("pooling", "last")
+        return cls(config, num_labels, pad_token_id=pad, pooling=pooling)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, num_labels: int | None = None, pad_token_id: int | None = None,
-                        checkpoint: str = "best") -> "GPTForSequenceClassification":
-        """From our checkpoint folder ``path`` (checkpoint ``best`` or ``last``) or a Hugging Face GPT-2 folder."""
-        return cls._from_path(path, checkpoint, {"num_labels": num_labels, "pad_token_id": pad_token_id})
+                        checkpoint: str = "best", pooling: str | None = None) -> "GPTForSequenceClassification":
+        """From our checkpoint folder ``path`` (checkpoint ``best`` or ``last``) or a Hugging Face GPT-2 folder;
+        ``pooling`` (``"last"`` or ``"mean"``) defaults to the checkpoint's head's, else ``"last"``."""
+        return cls._from_path(path, checkpoint, {"num_labels": num_labels, "pad_token_id": pad_token_id,
+                                                 "pooling": pooling})
 
 
 class GPTForMultipleChoice(_TaskHead):

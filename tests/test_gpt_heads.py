@@ -9,7 +9,7 @@ import pytest
 import tinygrad_lite as tl
 from gpt import GPT, GPTConfig
 from gpt.checkpoint import CheckpointError, load_model, load_checkpoint, save_checkpoint
-from gpt.heads import GPTForMultipleChoice, GPTForSequenceClassification, last_non_pad_index
+from gpt.heads import GPTForMultipleChoice, GPTForSequenceClassification, last_non_pad_index, mean_weights
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -88,6 +88,32 @@ def test_sequence_classification_gradient_reaches_body_and_head():
         model(ids, labels=[0, 1])
     with pytest.raises(ValueError, match="num_labels"):
         GPTForSequenceClassification(model.config, num_labels=1)
+
+
+def test_mean_pooling_averages_the_real_positions_and_round_trips(tmp_path):
+    """pooling="mean": logits = score(mean of hidden states 0 .. last real token), checked against the
+    body's own hidden states; a pad-id token inside the text still counts; the choice is saved."""
+    tl.manual_seed(0)
+    config = GPTConfig(vocab_size=VOCAB, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    model = GPTForSequenceClassification(config, num_labels=3, pad_token_id=PAD, pooling="mean")
+    ids = np.array([[5, 6, 7, 0, 0, 0], [5, PAD, 7, 8, 9, 4], [3, 0, 0, 0, 0, 0]])
+    np.testing.assert_allclose(mean_weights(last_non_pad_index(ids, PAD), 6)[:, :, 0],
+                               [[1 / 3] * 3 + [0] * 3, [1 / 6] * 6, [1] + [0] * 5], rtol=1e-6)
+    hidden = model.transformer.hidden_states(ids).numpy()
+    expected = np.stack([hidden[0, :3].mean(0), hidden[1].mean(0), hidden[2, :1].mean(0)]) @ model.score.weight.numpy().T
+    logits, loss = model(ids, labels=[0, 1, 2])
+    np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5, rtol=0)
+    last = GPTForSequenceClassification(config, num_labels=3, pad_token_id=PAD)
+    last.load_state_dict(model.state_dict())
+    assert np.abs(last(ids)[0].numpy() - logits.numpy()).max() > 1e-3  # the default reads one position
+    loss.backward()
+    assert np.abs(model.transformer.h[0].attn.c_attn.weight.grad.numpy()).sum() > 0
+    model.save_pretrained(tmp_path, "best", tokenizer={"kind": "char", "chars": "ab"})
+    again = GPTForSequenceClassification.from_pretrained(tmp_path)
+    assert again.pooling == "mean"
+    np.testing.assert_array_equal(again(ids)[0].numpy(), logits.numpy())
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        GPTForSequenceClassification(config, num_labels=3, pooling="max")
 
 
 def test_multiple_choice_matches_double_heads_model(tmp_path):

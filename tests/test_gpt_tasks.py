@@ -11,8 +11,8 @@ import pytest
 import tinygrad_lite as tl
 from tinygrad_lite import functional as F
 from gpt import GPT, GPTConfig
-from gpt.collate import (IGNORE_INDEX, collate_causal_lm, collate_classification, collate_multiple_choice,
-                         pad_sequences, pad_token_for)
+from gpt.collate import (IGNORE_INDEX, average_by_group, collate_causal_lm, collate_classification,
+                         collate_multiple_choice, pad_sequences, pad_token_for, split_into_windows)
 from gpt.data import CharTokenizer
 from gpt.finetune import FineTuneConfig, fine_tune, option_log_likelihoods
 from gpt.heads import GPTForSequenceClassification
@@ -62,6 +62,28 @@ def test_collate_classification_and_multiple_choice():
     assert ids.shape == (2, 2, 4)
     assert ids.tolist() == [[[1, 2, 3, 4], [3, 5, 6, 0]], [[7, 8, 9, 0], [7, 0, 0, 0]]]
     assert last.tolist() == [[3, 3], [2, 1]]  # the last real token, even when it is the pad id
+
+
+def test_split_into_windows_covers_the_whole_text():
+    assert split_into_windows([1, 2, 3, 4, 5, 6, 7], block_size=3) == [[1, 2, 3], [4, 5, 6], [7]]
+    assert split_into_windows([1, 2, 3, 4, 5, 6], block_size=3) == [[1, 2, 3], [4, 5, 6]]
+    assert split_into_windows([1, 2], block_size=3) == [[1, 2]]
+    assert split_into_windows(list(range(10)), block_size=2, max_windows=2) == [[0, 1], [2, 3]]
+    with pytest.raises(ValueError, match="empty text"):
+        split_into_windows([], block_size=3)
+    with pytest.raises(ValueError, match="block_size must be >= 1"):
+        split_into_windows([1], block_size=0)
+
+
+def test_average_by_group_gives_each_text_its_windows_mean():
+    logits = np.array([[1.0, 0.0], [3.0, 2.0], [-1.0, 5.0], [0.0, 4.0], [2.0, 2.0]], dtype=np.float32)
+    means = average_by_group(logits, np.array([0, 0, 1, 2, 2]), num_groups=3)
+    assert means.dtype == np.float32
+    np.testing.assert_allclose(means, [[2.0, 1.0], [-1.0, 5.0], [1.0, 3.0]])
+    with pytest.raises(ValueError, match="every one of 3 groups needs rows"):
+        average_by_group(logits, np.array([0, 0, 2, 2, 2]), num_groups=3)
+    with pytest.raises(ValueError, match="one group id per row"):
+        average_by_group(logits, np.array([0, 1]), num_groups=2)
 
 
 def test_pad_token_for_char_and_gpt2_tokenizers():
