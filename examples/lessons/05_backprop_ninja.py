@@ -20,7 +20,7 @@
 # %%
 import numpy as np
 
-from _common import lesson_args, load_names, pyplot, report, save_figure, split_names
+from _common import char_vocabulary, contexts, lesson_args, load_names, pyplot, report, save_figure, split_names
 from _exercises import check_close, check_gradients
 
 import tinygrad_lite as torch
@@ -29,27 +29,11 @@ from tinygrad_lite.nn import functional as F
 args = lesson_args("lesson 5: makemore part 4 (backprop ninja)")
 plt = pyplot()
 train_words, dev_words, test_words = split_names(load_names(args))
-chars = sorted(set("".join(train_words + dev_words + test_words)))
-stoi = {ch: i + 1 for i, ch in enumerate(chars)}
-stoi["."] = 0
-itos = {i: ch for ch, i in stoi.items()}
+stoi, itos = char_vocabulary(train_words + dev_words + test_words)  # '.' is 0, then a-z
 vocab_size, block_size = len(stoi), 3
-
-
-def build_dataset(words: list[str]):
-    """Every (context of 3 characters, next character) pair, as in lesson 3."""
-    X, Y = [], []
-    for w in words:
-        context = [0] * block_size
-        for ch in w + ".":
-            X.append(context)
-            Y.append(stoi[ch])
-            context = context[1:] + [stoi[ch]]
-    return torch.tensor(X), torch.tensor(Y)  # (n, 3) and (n,) int64
-
-
-Xtr, Ytr = build_dataset(train_words)
-Xdev, Ydev = build_dataset(dev_words)
+# every (context of 3 characters, next character) pair, built as in lesson 3
+Xtr, Ytr = (torch.tensor(a) for a in contexts(train_words, stoi, block_size))  # (n, 3) and (n,) int64
+Xdev, Ydev = (torch.tensor(a) for a in contexts(dev_words, stoi, block_size))
 print(f"train {tuple(Xtr.shape)}, dev {tuple(Xdev.shape)}")
 
 # %% [markdown]
