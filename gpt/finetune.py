@@ -13,6 +13,7 @@ decay, gradient clipping, an evaluation every ``eval_interval`` steps, early sto
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from tinygrad_lite.optim import AdamW, WarmupCosineSchedule, clip_grad_norm_
 
 from .checkpoint import checkpoint_path, load_checkpoint, load_model, read_checkpoint_json
 from .collate import collate_causal_lm, pad_token_for
-from .data import build_tokenizer, tokenizer_from_dict
+from .data import build_tokenizer, download_tiny_shakespeare, tokenizer_from_dict
 from .heads import is_hf_folder
 from .model import GPT, evaluating
 
@@ -153,11 +154,11 @@ def fine_tune(model: tl.nn.Module, next_batch: Callable[[numpy.random.Generator]
 # ------------------------------------------------------------ the examples' command lines
 
 def default_data_path() -> Path:
-    """Tiny Shakespeare in $TINYGRAD_LITE_DATA, else in ../shared/data beside the project."""
-    import os  # noqa: PLC0415
-
+    """Tiny Shakespeare: the copy in $TINYGRAD_LITE_DATA (else ../shared/data beside the project) if
+    there is one, else the cached download that train_shakespeare.py uses (fetched the first time)."""
     folder = os.environ.get("TINYGRAD_LITE_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data")
-    return Path(folder) / "tinyshakespeare.txt"
+    shared = Path(folder) / "tinyshakespeare.txt"
+    return shared if shared.is_file() else download_tiny_shakespeare()
 
 
 def add_common_arguments(parser) -> None:
@@ -166,7 +167,8 @@ def add_common_arguments(parser) -> None:
                         help="our checkpoint folder (trained with train_shakespeare.py's defaults if missing) "
                              "or a Hugging Face GPT-2 folder (default out-shakespeare)")
     parser.add_argument("--tokenizer", help="default: the checkpoint's own; gpt2 for a Hugging Face folder")
-    parser.add_argument("--data", default=None, help="tiny Shakespeare (default: $TINYGRAD_LITE_DATA/tinyshakespeare.txt)")
+    parser.add_argument("--data", default=None,
+                        help="tiny Shakespeare (default: $TINYGRAD_LITE_DATA/tinyshakespeare.txt, else a cached download)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few steps on a few examples (for CI)")
 
