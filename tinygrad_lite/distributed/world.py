@@ -34,6 +34,7 @@ from .. import backend
 LAUNCHER_VARIABLES = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
                       ("PMIX_RANK", "PMIX_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS"))
 DEFAULT_TIMEOUT_S = 300.0
+ABORT_MESSAGE_GRACE_S = 1.0  # how long abort() waits between its message and MPI_Abort
 OPS = ("sum", "mean", "max", "min")
 
 
@@ -219,6 +220,10 @@ class MPIWorld:
         """End every rank of the job now, with ``message`` from this one."""
         sys.stderr.write(f"[rank {self.rank}] {message}\n")
         sys.stderr.flush()
+        # mpiexec forwards our stderr through a pipe, and MPI_Abort tears those pipes down: on a
+        # busy machine the message could be lost before mpiexec read it. A pause costs nothing
+        # here (the job is ending) and lets the message reach the user.
+        time.sleep(ABORT_MESSAGE_GRACE_S)
         self.comm.Abort(code)
 
     def _check(self, array, name: str, op: str = "sum") -> None:
