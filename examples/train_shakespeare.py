@@ -1,6 +1,7 @@
 """Train a character-level GPT on tiny Shakespeare with tinygrad_lite.
 
-    python examples/train_shakespeare.py                          # nanoGPT's CPU config, ~2000 iterations
+    python examples/train_shakespeare.py                          # this project's CPU recipe (docs/recipe.md)
+    python examples/train_shakespeare.py --preset nanogpt         # nanoGPT's CPU recipe, exactly
     python examples/train_shakespeare.py --device cuda            # nanoGPT's GPU config (6 layers, 384 wide)
     python examples/train_shakespeare.py --data input.txt         # a local copy of the text (no download)
     python examples/train_shakespeare.py --resume                 # continue the run in --out-dir
@@ -48,7 +49,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from gpt.checkpoint import CheckpointError  # noqa: E402
 from gpt.data import DataError  # noqa: E402
-from gpt.train import TrainConfig, config_for_resume, defaults_for_device, train  # noqa: E402
+from gpt.train import PRESETS, TrainConfig, config_for_resume, defaults_for_device, train  # noqa: E402
 from gpt.cli_types import number, whole_number  # noqa: E402
 from gpt.run_dir import RunDirError  # noqa: E402
 from gpt.train import TrainingDiverged  # noqa: E402
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Every default is None here: "not given" must be told apart from "given", so that --resume
     # takes the checkpoint's value for every flag left out.
+    parser.add_argument("--preset", choices=PRESETS, help="default: this project's CPU recipe (docs/recipe.md; on "
+                        "cuda, nanoGPT's GPU config); nanogpt: nanoGPT's recipe for the device, exactly. Flags you "
+                        "give override it. The defaults below are the default preset's")
     group = parser.add_argument_group("data")
     group.add_argument("--data", help="a UTF-8 text file to train on (default: download tiny Shakespeare)")
     group.add_argument("--tokenizer", help="char (default), gpt2, or bpe:N (our BPE with N tokens)")
@@ -135,7 +139,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given.pop("resume", None)
     if args.resume:
         return config_for_resume(args.out_dir or "out-shakespeare", given)
-    return TrainConfig(**{**defaults_for_device(args.device or "cpu"), **given})
+    return TrainConfig(**{**defaults_for_device(args.device or "cpu", args.preset or "default"), **given})
 
 
 def as_flags(message: str) -> str:
@@ -159,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.allow_data_change and not args.resume:
         parser.error("--allow-data-change only applies with --resume")
+    if args.preset and args.resume:
+        parser.error("--preset applies to a new run; --resume takes the settings saved in the checkpoint")
     if args.overwrite and args.resume:
         parser.error("--overwrite and --resume contradict each other: choose one")
     try:

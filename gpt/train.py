@@ -118,16 +118,31 @@ class TrainConfig:
         return self.batch_size * self.block_size * self.gradient_accumulation_steps
 
 
-# nanoGPT's config/train_shakespeare_char.py for a GPU; the dataclass defaults are its CPU variant.
-GPU_DEFAULTS = dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, max_iters=5000,
-                    dropout=0.2, eval_iters=200)
+# nanoGPT's recipes for tiny Shakespeare (its config/train_shakespeare_char.py, and the CPU command of its
+# README): ``--preset nanogpt``, the calibration point that the default recipe is measured against.
+NANOGPT_CPU = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=False, batch_size=12,
+                   gradient_accumulation_steps=1, max_iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100,
+                   lr_decay_iters=None, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
+                   eval_interval=250, eval_iters=20)
+NANOGPT_GPU = {**NANOGPT_CPU, "n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "batch_size": 64,
+               "max_iters": 5000, "dropout": 0.2, "eval_iters": 200}
+PRESETS = ("default", "nanogpt")
 
 
-def defaults_for_device(device: str) -> dict:
-    """The default hyperparameters for ``device`` ('cpu' or 'cuda')."""
+def defaults_for_device(device: str, preset: str = "default") -> dict:
+    """The default hyperparameters for ``device`` ('cpu' or 'cuda') and ``preset``.
+
+    'default' is this project's CPU recipe (the TrainConfig defaults; docs/recipe.md tells how it was
+    chosen). On a GPU it is nanoGPT's GPU config, which has not been tuned here. 'nanogpt' is
+    nanoGPT's recipe for the device, exactly.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"TrainConfig: unknown preset {preset!r} (expected one of {', '.join(PRESETS)})")
     base = {f.name: f.default for f in fields(TrainConfig)}
     if device.startswith("cuda"):
-        base.update(GPU_DEFAULTS)
+        base.update(NANOGPT_GPU)
+    elif preset == "nanogpt":
+        base.update(NANOGPT_CPU)
     base["device"] = device
     return base
 
@@ -164,16 +179,28 @@ class TrainResult:
 
 # ------------------------------------------------------------ evaluation
 
+EVAL_LOGITS_PER_FORWARD = 1 << 22  # float32 logits per evaluation forward (16 MB), see estimate_loss
+
+
 def estimate_loss(model: GPT, data, batch_size: int, block_size: int, eval_iters: int, rng) -> dict[str, float]:
-    """Mean loss over ``eval_iters`` random batches of each split (eval mode, no graph)."""
+    """Mean loss over ``eval_iters`` random batches of each split (eval mode, no graph).
+
+    The batches are drawn one by one, as training draws them, but run through the model several
+    at a time: one forward over k batches is faster than k small ones, and since every batch has
+    the same number of tokens its mean loss is the mean of their k mean losses.
+    """
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", 1)
+    per_forward = max(1, min(eval_iters, EVAL_LOGITS_PER_FORWARD // (batch_size * block_size * vocab_size)))
     losses = {}
     with evaluating(model):
         for split in ("train", "val"):
-            total = 0.0
-            for _ in range(eval_iters):
-                x, y = dist.local_rows(*data.get_batch(split, batch_size, block_size, rng))  # all rows: 1 process
+            total, left = 0.0, eval_iters
+            while left:
+                count = min(per_forward, left)
+                batches = [dist.local_rows(*data.get_batch(split, batch_size, block_size, rng)) for _ in range(count)]
+                x, y = (numpy.concatenate(parts) for parts in zip(*batches))  # all rows in 1 process
                 _, loss = model(x, y)
-                total += loss.item()
+                total, left = total + loss.item() * count, left - count
             losses[split] = dist.mean_over_ranks(total) / eval_iters  # each rank's rows, averaged
     return losses
 

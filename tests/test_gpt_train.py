@@ -239,6 +239,40 @@ def test_150_steps_drive_the_loss_down(small_text, tmp_path):
         pass
 
 
+def test_evaluating_several_batches_per_forward_gives_the_one_by_one_losses(small_text, tmp_path, monkeypatch):
+    data, tokenizer, _ = prepare_data(small_text, "char", tmp_path / "cache")
+    tl.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    together = gpt.train.estimate_loss(model, data, 4, 8, 7, np.random.default_rng(3))  # 7 batches per forward
+    monkeypatch.setattr(gpt.train, "EVAL_LOGITS_PER_FORWARD", 1)  # one batch per forward
+    one_by_one = gpt.train.estimate_loss(model, data, 4, 8, 7, np.random.default_rng(3))
+    assert together.keys() == one_by_one.keys() == {"train", "val"}
+    for split in together:
+        assert abs(together[split] - one_by_one[split]) < 1e-5, (split, together, one_by_one)
+        assert 3.0 < together[split] < 5.0  # an untrained model: about ln(vocabulary)
+
+
+def test_the_nanogpt_preset_is_nanogpts_recipe_and_the_default_is_ours():
+    nanogpt = gpt.train.defaults_for_device("cpu", "nanogpt")
+    expected = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, max_iters=2000, lr=1e-3,
+                    min_lr=1e-4, warmup_iters=100, beta1=0.9, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
+                    dropout=0.0, bias=False, gradient_accumulation_steps=1, eval_interval=250, eval_iters=20)
+    assert {name: nanogpt[name] for name in expected} == expected
+    assert TrainConfig(**nanogpt).lr_decay_iters == 2000
+    assert gpt.train.defaults_for_device("cpu") == {**{f: getattr(TrainConfig(), f) for f in expected},
+                                                    **gpt.train.defaults_for_device("cpu")}
+    gpu = gpt.train.defaults_for_device("cuda")
+    assert (gpu["n_layer"], gpu["n_embd"], gpu["block_size"], gpu["batch_size"], gpu["lr"]) == (6, 384, 256, 64, 1e-3)
+    assert gpt.train.defaults_for_device("cuda", "nanogpt") == gpu
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        gpt.train.defaults_for_device("cpu", "fast")
+    script = load_example("train_shakespeare")
+    config = script.config_from_args(script.build_parser().parse_args(["--preset", "nanogpt", "--lr", "2e-3"]))
+    assert (config.lr, config.min_lr, config.n_embd, config.batch_size) == (2e-3, 1e-4, 128, 12)  # flags win
+    with pytest.raises(SystemExit):
+        script.main(["--preset", "nanogpt", "--resume"])
+
+
 def scripted_losses(monkeypatch, val_losses: list[float]) -> None:
     """Make every evaluation of gpt.train report the next of ``val_losses`` (for train and val)."""
     remaining = iter(val_losses)
