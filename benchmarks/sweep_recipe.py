@@ -13,7 +13,8 @@ run on the real validation split, with three seeds, by bench_shakespeare_recipe.
 Each run appends one JSON line to --results (it skips recipes already there), and the script
 ends with a table: held-out loss, train loss, ms per iteration and the run's cost relative to
 the nanoGPT recipe's (iterations x ms/iter; the two ran under the same load, so the ratio
-is fairer than either time). Runs share the machine, so their times are noisy.
+is fairer than either time). Runs share the machine, so their times are noisy; --seed N reruns
+recipes with another seed (rows named NAME@N) to show how far apart two seeds of one recipe land.
 """
 from __future__ import annotations
 
@@ -54,6 +55,40 @@ RECIPES = [
     ("beta2-0.95", ["--lr", "4e-3", "--min-lr", "0", "--beta2", "0.95"], ""),
     ("warmup50", ["--lr", "4e-3", "--min-lr", "0", "--warmup-iters", "50"], ""),
     ("dropout0.1", ["--lr", "4e-3", "--min-lr", "0", "--dropout", "0.1"], "regularise the 1.5-epoch run"),
+    # round 2: smaller models took more steps in the same time and won; how far does that go?
+    ("l2-i4000", ["--lr", "4e-3", "--min-lr", "4e-4", "--n-layer", "2", "--max-iters", "4000"], ""),
+    ("l3-w96-i3600", ["--lr", "5e-3", "--min-lr", "5e-4", "--n-layer", "3", "--n-embd", "96", "--max-iters", "3600"],
+     ""),
+    ("l4-w64-i4500", ["--lr", "6e-3", "--min-lr", "6e-4", "--n-embd", "64", "--max-iters", "4500"], ""),
+    ("l3-lr5e-3-i2600", ["--lr", "5e-3", "--min-lr", "5e-4", "--n-layer", "3", "--max-iters", "2600"], ""),
+    ("l2-w192-i2600", ["--lr", "4e-3", "--min-lr", "4e-4", "--n-layer", "2", "--n-embd", "192", "--n-head", "6",
+                       "--max-iters", "2600"], ""),
+    ("l3-w96-i3600-b16", ["--lr", "5e-3", "--min-lr", "5e-4", "--n-layer", "3", "--n-embd", "96",
+                          "--max-iters", "2700", "--batch-size", "16"], "more tokens per step, fewer steps"),
+    # round 3: two layers and more steps won round 2
+    ("l2-lr5e-3-i3500", ["--lr", "5e-3", "--min-lr", "5e-4", "--n-layer", "2", "--max-iters", "3500"], ""),
+    ("l2-lr6e-3-i3500", ["--lr", "6e-3", "--min-lr", "6e-4", "--n-layer", "2", "--max-iters", "3500"], ""),
+    ("l2-w96-i5000", ["--lr", "6e-3", "--min-lr", "6e-4", "--n-layer", "2", "--n-embd", "96", "--max-iters", "5000"],
+     ""),
+    ("l2-w160-i3000", ["--lr", "5e-3", "--min-lr", "5e-4", "--n-layer", "2", "--n-embd", "160", "--n-head", "5",
+                       "--max-iters", "3000"], ""),
+    ("l1-i7000", ["--lr", "4e-3", "--min-lr", "4e-4", "--n-layer", "1", "--max-iters", "7000"], "one layer"),
+    ("l2-b16-i3000", ["--lr", "5e-3", "--min-lr", "5e-4", "--n-layer", "2", "--batch-size", "16",
+                      "--max-iters", "3000"], ""),
+    # round 4: one layer won round 3. At 2 threads a 1-layer step costs ~0.3 of nanoGPT's 4-layer one,
+    # a 2-layer step ~0.5: about 6,000 and 3,500 steps fit in nanoGPT's time with the evaluations
+    ("l1-i6000", ["--lr", "4e-3", "--min-lr", "4e-4", "--n-layer", "1", "--max-iters", "6000"], ""),
+    ("l1-lr3e-3-i6000", ["--lr", "3e-3", "--min-lr", "3e-4", "--n-layer", "1", "--max-iters", "6000"], ""),
+    ("l1-lr6e-3-i6000", ["--lr", "6e-3", "--min-lr", "6e-4", "--n-layer", "1", "--max-iters", "6000"], ""),
+    ("l1-b16-i4500", ["--lr", "4e-3", "--min-lr", "4e-4", "--n-layer", "1", "--batch-size", "16",
+                      "--max-iters", "4500"], ""),
+    ("l1-w192-i3500", ["--lr", "4e-3", "--min-lr", "4e-4", "--n-layer", "1", "--n-embd", "192", "--n-head", "6",
+                       "--max-iters", "3500"], ""),
+    ("l1-h8-i6000", ["--lr", "4e-3", "--min-lr", "4e-4", "--n-layer", "1", "--n-head", "8", "--max-iters", "6000"],
+     "head size 16"),
+    ("l1-h2-i6000", ["--lr", "4e-3", "--min-lr", "4e-4", "--n-layer", "1", "--n-head", "2", "--max-iters", "6000"],
+     "head size 64"),
+    ("l2-i3500", ["--lr", "4e-3", "--min-lr", "4e-4", "--n-layer", "2", "--max-iters", "3500"], ""),
 ]
 
 RESULT_LINE = re.compile(r"final loss \(\d+ batches per split\): train ([\d.]+), val ([\d.]+)")
@@ -78,7 +113,7 @@ def write_training_split(text_path: Path, folder: Path) -> Path:
     return path
 
 
-def run_recipe(name: str, flags: list[str], data: Path, folder: Path, threads: int) -> dict:
+def run_recipe(name: str, flags: list[str], data: Path, folder: Path, threads: int, seed: int) -> dict:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
            "TINYGRAD_LITE_CPU_THREADS": str(threads)}
     for forced in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # NumPy's own kernel, as every benchmark
@@ -86,12 +121,13 @@ def run_recipe(name: str, flags: list[str], data: Path, folder: Path, threads: i
     command = [sys.executable, str(ROOT / "examples" / "train_shakespeare.py"), "--preset", "nanogpt",
                "--data", str(data), "--out-dir", str(folder / name), "--cache-dir", str(folder / "cache"),
                "--overwrite", "--no-progress", "--eval-interval", "100000", "--sample-tokens", "0",
-               "--seed", "1337", *flags]
+               "--seed", str(seed), *flags]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     result, timing = RESULT_LINE.search(done.stdout), TIME_LINE.search(done.stdout)
     if done.returncode != 0 or not result or not timing:
         raise RuntimeError(f"{name}: train_shakespeare.py failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return {"name": name, "flags": flags, "train": float(result.group(1)), "heldout": float(result.group(2)),
+    return {"name": name if seed == 1337 else f"{name}@{seed}", "flags": flags, "seed": seed,
+            "train": float(result.group(1)), "heldout": float(result.group(2)),
             "iters": int(timing.group(1)), "wall_s": float(timing.group(2)), "ms_per_iter": float(timing.group(3)),
             "threads": threads}
 
@@ -114,6 +150,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "sweep_recipe.jsonl"))
+    parser.add_argument("--seed", type=int, default=1337, help="another seed, to see the noise (default 1337)")
     parser.add_argument("--list", action="store_true", help="print the recipes and stop")
     args = parser.parse_args()
     notes = {name: note for name, _, note in RECIPES}
@@ -127,11 +164,14 @@ def main() -> None:
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     done = {json.loads(line)["name"] for line in results.read_text().splitlines()} if results.is_file() else set()
-    todo = [(name, flags) for name, flags, _ in RECIPES if name not in done and (not args.only or name in args.only)]
+    suffix = "" if args.seed == 1337 else f"@{args.seed}"
+    todo = [(name, flags) for name, flags, _ in RECIPES
+            if name + suffix not in done and (not args.only or name in args.only)]
     with tempfile.TemporaryDirectory(prefix="sweep-recipe-") as scratch:
         data = write_training_split(find_text(args.data), Path(scratch))
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run_recipe, name, flags, data, Path(scratch), args.threads) for name, flags in todo]
+            futures = [pool.submit(run_recipe, name, flags, data, Path(scratch), args.threads, args.seed)
+                       for name, flags in todo]
             for future in concurrent.futures.as_completed(futures):
                 row = future.result()
                 print(f"{row['name']}: held-out {row['heldout']:.4f}, train {row['train']:.4f}, "
@@ -140,7 +180,7 @@ def main() -> None:
                     file.write(json.dumps(row) + "\n")
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     order = {name: i for i, (name, _, _) in enumerate(RECIPES)}
-    print_table(sorted(rows, key=lambda row: order.get(row["name"], len(order))), notes)
+    print_table(sorted(rows, key=lambda row: (order.get(row["name"].split("@")[0], len(order)), row["name"])), notes)
 
 
 if __name__ == "__main__":

@@ -34,14 +34,15 @@ from .model import GPT, evaluating
 
 def ensure_pretrained(init_from: str | Path, data_path: str | Path, progress: bool = False) -> Path:
     """``init_from`` if it holds a model (ours or Hugging Face's); else train one there first, with
-    ``examples/train_shakespeare.py``'s defaults (a few minutes on a CPU)."""
+    ``examples/train_shakespeare.py --preset nanogpt`` (a few minutes on a CPU). Not the 1-layer
+    default recipe: with one block, "train the last block and the head" would train nearly all of it."""
     path = Path(init_from)
     if is_hf_folder(path) or checkpoint_path(path, "best").is_file():
         return path
     from .train import TrainConfig, defaults_for_device, train  # noqa: PLC0415 -- only when pretraining
 
-    print(f"no pretrained model in {path}: training one with train_shakespeare.py's defaults first")
-    train(TrainConfig(**{**defaults_for_device("cpu"), "data": str(data_path), "out_dir": str(path),
+    print(f"no pretrained model in {path}: training one with train_shakespeare.py --preset nanogpt first")
+    train(TrainConfig(**{**defaults_for_device("cpu", "nanogpt"), "data": str(data_path), "out_dir": str(path),
                          "progress": progress}))
     return path
 

@@ -235,7 +235,8 @@ class GPT(nn.Module):
         c = self.config
         counts = self.param_counts()
         total = self.num_params()
-        lines = [f"GPT: {c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, block_size {c.block_size}, "
+        layers = f"{c.n_layer} layer{'s' if c.n_layer != 1 else ''}"
+        lines = [f"GPT: {layers}, {c.n_head} heads, n_embd {c.n_embd}, block_size {c.block_size}, "
                  f"vocab {c.vocab_size}",
                  f"{'group':<38}{'parameters':>14}{'share':>8}"]
         per_layer = {"attention": f"{c.n_layer} x (4 C^2 + 4 C)" if c.bias else f"{c.n_layer} x 4 C^2",

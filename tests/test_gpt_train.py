@@ -409,7 +409,7 @@ def test_example_scripts(small_text, tmp_path, capsys):
     assert (defaults.n_layer, defaults.n_head, defaults.n_embd, defaults.block_size, defaults.batch_size,
             defaults.max_iters, defaults.lr, defaults.min_lr, defaults.lr_decay_iters, defaults.warmup_iters,
             defaults.dropout, defaults.eval_interval, defaults.eval_iters, defaults.final_eval_iters) == \
-        (4, 4, 128, 64, 12, 2000, 1e-3, 1e-4, 2000, 100, 0.0, 250, 20, 200)
+        (1, 4, 128, 64, 12, 5000, 4e-3, 4e-4, 5000, 100, 0.0, 500, 20, 200)  # docs/recipe.md
 
 
 def test_float16_training_and_int8_sampling_from_the_example_scripts(small_text, tmp_path, capsys):
