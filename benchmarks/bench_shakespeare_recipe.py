@@ -44,20 +44,12 @@ NANOGPT_CPU_FLAGS = ["config/train_shakespeare_char.py", "--device=cpu", "--comp
                      "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
 
 
-def thread_env(threads: int) -> dict:
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads), "TINYGRAD_LITE_CPU_THREADS": str(threads)}
-    for forced in machine.OVERRIDES:
-        env.pop(forced, None)
-    return env
-
-
 def run_ours(data: Path, seed: int, threads: int, scratch: Path, preset: str = "default") -> dict:
     command = [sys.executable, str(ROOT / "examples" / "train_shakespeare.py"), "--preset", preset,
                "--data", str(data), "--seed", str(seed), "--out-dir", str(scratch / f"ours-{preset}-{seed}"),
                "--cache-dir", str(scratch / "cache"), "--overwrite", "--no-progress"]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=thread_env(threads))
+    done = subprocess.run(command, capture_output=True, text=True, env=machine.subprocess_env(threads))
     wall_s = time.perf_counter() - started
     final = FINAL_LINE.search(done.stdout)
     if done.returncode != 0 or not final:
@@ -71,7 +63,7 @@ def run_ours(data: Path, seed: int, threads: int, scratch: Path, preset: str = "
 def run_peer(data: Path, seed: int, threads: int) -> dict:
     command = [sys.executable, str(ROOT / "benchmarks" / "nanogpt_torch.py"), "--data", str(data),
                "--seed", str(seed), "--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, env=thread_env(threads))
+    done = subprocess.run(command, capture_output=True, text=True, env=machine.subprocess_env(threads))
     if done.returncode != 0:
         raise RuntimeError(f"nanogpt_torch.py failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -80,7 +72,7 @@ def run_peer(data: Path, seed: int, threads: int) -> dict:
 def run_nanogpt_itself(folder: Path, threads: int) -> dict:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "train.py", *NANOGPT_CPU_FLAGS], capture_output=True, text=True,
-                          cwd=folder, env=thread_env(threads))
+                          cwd=folder, env=machine.subprocess_env(threads))
     wall_s = time.perf_counter() - started
     steps = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", done.stdout)
     if done.returncode != 0 or not steps:

@@ -51,3 +51,12 @@ def describe() -> str:
         lines.append(f"WARNING: {' '.join(forced)} is set, so OpenBLAS runs the kernels it names, not its "
                      "own choice for this CPU. Rerun with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`.")
     return "\n".join(lines)
+
+
+def subprocess_env(threads: int) -> dict:
+    """The environment for a benchmarked subprocess: ``threads`` for every BLAS, OpenMP and our own
+    thread pool, and NumPy's own BLAS kernel (the OVERRIDES removed)."""
+    env = {key: value for key, value in os.environ.items() if key not in OVERRIDES}
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TINYGRAD_LITE_CPU_THREADS"):
+        env[name] = str(threads)
+    return env

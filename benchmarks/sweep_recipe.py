@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from gpt.data import TRAIN_FRACTION  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import machine  # noqa: E402
+
 # (name, flags, what it tests). Flags are train_shakespeare.py's, added to --preset nanogpt.
 RECIPES = [
     ("nanogpt", [], "nanoGPT's CPU recipe, the calibration point"),
@@ -114,15 +117,11 @@ def write_training_split(text_path: Path, folder: Path) -> Path:
 
 
 def run_recipe(name: str, flags: list[str], data: Path, folder: Path, threads: int, seed: int) -> dict:
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "TINYGRAD_LITE_CPU_THREADS": str(threads)}
-    for forced in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # NumPy's own kernel, as every benchmark
-        env.pop(forced, None)
     command = [sys.executable, str(ROOT / "examples" / "train_shakespeare.py"), "--preset", "nanogpt",
                "--data", str(data), "--out-dir", str(folder / name), "--cache-dir", str(folder / "cache"),
                "--overwrite", "--no-progress", "--eval-interval", "100000", "--sample-tokens", "0",
                "--seed", str(seed), *flags]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=machine.subprocess_env(threads))
     result, timing = RESULT_LINE.search(done.stdout), TIME_LINE.search(done.stdout)
     if done.returncode != 0 or not result or not timing:
         raise RuntimeError(f"{name}: train_shakespeare.py failed ({done.returncode}):\n{done.stderr[-2000:]}")
