@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per method (default 300)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-interval", type=int, default=50, help="steps between val evaluations (default 50)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="one peak learning rate for every method (default: each method's own: "
+                             + ", ".join(f"{name} {lr:g}" for name, lr in LEARNING_RATES.items()) + ")")
     parser.add_argument("--lora-r", type=int, default=4, help="LoRA rank (default 4: under 5%% of this small model)")
     parser.add_argument("--lora-alpha", type=float, default=8.0, help="LoRA scaling = alpha / r (default 8)")
     parser.add_argument("--max-windows", type=int, default=None,
@@ -136,7 +139,7 @@ def run_method(method: str, config: GPTConfig, args, data, encoded, pad_id: int)
         return accuracy(encoded["val"]["labels"], predict(model, encoded["val"], pad_id, config.block_size))
 
     trainable, total = trainable_counts(model)
-    settings = FineTuneConfig(steps=args.steps, lr=LEARNING_RATES[method], eval_interval=args.eval_interval,
+    settings = FineTuneConfig(steps=args.steps, lr=args.lr or LEARNING_RATES[method], eval_interval=args.eval_interval,
                               warmup_steps=min(20, args.steps // 10), seed=args.seed)
     result = fine_tune(model, next_batch, val_accuracy, settings)
     predictions = predict(model, encoded["test"], pad_id, config.block_size)
