@@ -139,7 +139,8 @@ def run_method(method: str, config: GPTConfig, args, data, encoded, pad_id: int)
         return accuracy(encoded["val"]["labels"], predict(model, encoded["val"], pad_id, config.block_size))
 
     trainable, total = trainable_counts(model)
-    settings = FineTuneConfig(steps=args.steps, lr=LEARNING_RATES[method] if args.lr is None else args.lr, eval_interval=args.eval_interval,
+    lr = LEARNING_RATES[method] if args.lr is None else args.lr
+    settings = FineTuneConfig(steps=args.steps, lr=lr, eval_interval=args.eval_interval,
                               warmup_steps=min(20, args.steps // 10), seed=args.seed)
     result = fine_tune(model, next_batch, val_accuracy, settings)
     predictions = predict(model, encoded["test"], pad_id, config.block_size)
