@@ -11,9 +11,12 @@ Call `describe()` after numpy (and torch) are imported: threadpoolctl reports lo
 """
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import os
 import platform
 from pathlib import Path
+from typing import Callable
 
 OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -60,3 +63,18 @@ def subprocess_env(threads: int) -> dict:
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TINYGRAD_LITE_CPU_THREADS"):
         env[name] = str(threads)
     return env
+
+
+def run_and_append(jobs: int, runs: list[Callable[[], dict]], results: Path, describe_row: Callable[[dict], str]
+                   ) -> list[dict]:
+    """A sweep's runs, ``jobs`` at a time: each finished run's row is printed (``describe_row``) and
+    appended to the JSON-lines file ``results`` at once, so an interrupted sweep keeps what it did."""
+    rows = []
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        for future in concurrent.futures.as_completed([pool.submit(run) for run in runs]):
+            row = future.result()
+            print(describe_row(row), flush=True)
+            with results.open("a") as file:
+                file.write(json.dumps(row) + "\n")
+            rows.append(row)
+    return rows

@@ -19,7 +19,7 @@ recipes with another seed (rows named NAME@N) to show how far apart two seeds of
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
+import functools
 import json
 import os
 import re
@@ -168,15 +168,10 @@ def main() -> None:
             if name + suffix not in done and (not args.only or name in args.only)]
     with tempfile.TemporaryDirectory(prefix="sweep-recipe-") as scratch:
         data = write_training_split(find_text(args.data), Path(scratch))
-        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run_recipe, name, flags, data, Path(scratch), args.threads, args.seed)
-                       for name, flags in todo]
-            for future in concurrent.futures.as_completed(futures):
-                row = future.result()
-                print(f"{row['name']}: held-out {row['heldout']:.4f}, train {row['train']:.4f}, "
-                      f"{row['ms_per_iter']:.1f} ms/iter", flush=True)
-                with results.open("a") as file:
-                    file.write(json.dumps(row) + "\n")
+        runs = [functools.partial(run_recipe, name, flags, data, Path(scratch), args.threads, args.seed)
+                for name, flags in todo]
+        machine.run_and_append(args.jobs, runs, results, lambda row: (
+            f"{row['name']}: held-out {row['heldout']:.4f}, train {row['train']:.4f}, {row['ms_per_iter']:.1f} ms/iter"))
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     order = {name: i for i, (name, _, _) in enumerate(RECIPES)}
     print_table(sorted(rows, key=lambda row: (order.get(row["name"].split("@")[0], len(order)), row["name"])), notes)
