@@ -1,6 +1,6 @@
 """Which line comes next? Multiple choice in the Kaggle exam format, zero-shot and fine-tuned.
 
-    python examples/finetune_multiple_choice.py                    # from out-shakespeare (trained first if missing)
+    python examples/finetune_multiple_choice.py                    # from out-shakespeare-bpe (trained first if missing)
     python examples/finetune_multiple_choice.py --init-from path/to/gpt2
 
 Each question (gpt/tasks.py: next_line_choice) is a speech's name line and opening line, and five
@@ -10,7 +10,9 @@ options: the line that really comes next and four lines of other speeches of the
    log-likelihood after the context, log p(option | context) = sum over the option's tokens of
    log p(token | everything before it); the most likely option is the answer. Summed, long options
    lose (every token costs probability); divided by the option's length in characters (lm-eval's
-   "acc_norm"), they do not. No training at all.
+   "acc_norm"), they do not. Both still favour lines that are likely anywhere, whatever the context;
+   PMI scores only what the context adds: log p(option | context) - log p(option | a line break
+   alone). No training at all.
 2. Fine-tuned: ``GPTForMultipleChoice`` (gpt/heads.py) from the same checkpoint reads the hidden
    state of each choice's last token, scores it with a Linear, and is trained with cross-entropy over
    the five choices; the val accuracy picks the best weights.
@@ -61,18 +63,23 @@ def encode(questions, tokenizer) -> list[tuple[list[int], list[list[int]]]]:
     return [(tokenizer.encode(q.context), [tokenizer.encode(option) for option in q.options]) for q in questions]
 
 
-def zero_shot(model, questions, encoded, pad_id: int, block_size: int, batch: int = 16) -> tuple[float, float]:
-    """(accuracy by summed log-likelihood, accuracy by log-likelihood per character of the option)."""
-    summed, per_char = [], []
+def zero_shot(model, questions, encoded, pad_id: int, block_size: int, no_context: list[int],
+              batch: int = 16) -> tuple[float, float, float]:
+    """Accuracy by summed log-likelihood, by log-likelihood per character of the option, and by
+    pointwise mutual information: log p(option | context) - log p(option | ``no_context``)."""
+    summed, per_char, pmi = [], [], []
     for start in range(0, len(encoded), batch):
         chunk = encoded[start:start + batch]
         pairs = [(context, option) for context, options in chunk for option in options]
         scores = option_log_likelihoods(model, pairs, pad_id, block_size).reshape(len(chunk), -1)
+        alone = option_log_likelihoods(model, [(no_context, option) for _, option in pairs], pad_id,
+                                       block_size).reshape(len(chunk), -1)
         lengths = numpy.array([[len(option) for option in q.options] for q in questions[start:start + batch]])
         summed.append(scores.argmax(axis=1))
         per_char.append((scores / lengths).argmax(axis=1))
+        pmi.append((scores - alone).argmax(axis=1))
     labels = [q.label for q in questions]
-    return accuracy(labels, numpy.concatenate(summed)), accuracy(labels, numpy.concatenate(per_char))
+    return tuple(accuracy(labels, numpy.concatenate(chosen)) for chosen in (summed, per_char, pmi))
 
 
 def predict(model, encoded, pad_id: int, block_size: int, batch: int = 16) -> numpy.ndarray:
@@ -103,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     language_model = load_language_model(args.init_from)
     block_size = language_model.config.block_size
     tick = time.perf_counter()
-    zero_acc, zero_norm_acc = zero_shot(language_model, questions["test"], encoded["test"], pad_id, block_size)
-    print(f"zero-shot (test): summed log-likelihood {zero_acc:.3f}, per character {zero_norm_acc:.3f} "
-          f"({time.perf_counter() - tick:.0f} s)")
+    zero_acc, zero_norm_acc, zero_pmi_acc = zero_shot(language_model, questions["test"], encoded["test"], pad_id,
+                                                      block_size, no_context=tokenizer.encode("\n"))
+    print(f"zero-shot (test): summed log-likelihood {zero_acc:.3f}, per character {zero_norm_acc:.3f}, "
+          f"PMI {zero_pmi_acc:.3f} ({time.perf_counter() - tick:.0f} s)")
     del language_model
 
     tl.manual_seed(args.seed)

@@ -6,9 +6,15 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
 
+import gpt.train
+import tinygrad_lite as tl
 from conftest import PROJECT_ROOT, require_data_file
+from gpt import GPT, GPTConfig
+from gpt.finetune import BASE_MODEL_FLAGS, ensure_pretrained, option_log_likelihoods
+from gpt.tasks import Question
 from gpt.train import TrainConfig, train
 
 
@@ -64,3 +70,41 @@ def test_help_prints_the_gpt2_small_lora_count(capsys):
     with pytest.raises(SystemExit):
         load_example("finetune_classify").main(["--help"])
     assert "trains 2,360,832 of 126,800,640 parameters (1.86%)" in capsys.readouterr().out
+
+
+def test_zero_shot_scores_summed_per_character_and_pmi():
+    """The three zero-shot rules pick the argmax of their own score, computed here from the option log-likelihoods."""
+    tl.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=12, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    rng = np.random.default_rng(0)
+    encoded = [(rng.integers(1, 12, 4).tolist(), [rng.integers(1, 12, n).tolist() for n in (1, 2, 3, 4, 5)])
+               for _ in range(20)]
+    questions = [Question("", ["x" * len(option) for option in options], label=i % 5)
+                 for i, (_, options) in enumerate(encoded)]
+    no_context = [11]
+    accuracies = load_example("finetune_multiple_choice").zero_shot(model, questions, encoded, 0, 16, no_context,
+                                                                     batch=6)
+    pairs = [(context, option) for context, options in encoded for option in options]
+    scores = option_log_likelihoods(model, pairs, 0, 16).reshape(20, 5)
+    alone = option_log_likelihoods(model, [(no_context, option) for _, option in pairs], 0, 16).reshape(20, 5)
+    lengths = np.array([[1, 2, 3, 4, 5]] * 20)
+    labels = np.arange(20) % 5
+    expected = [float(((chosen).argmax(1) == labels).mean()) for chosen in (scores, scores / lengths, scores - alone)]
+    assert accuracies == pytest.approx(expected)
+    assert len(set((scores - alone).argmax(1)) | set(scores.argmax(1))) > 1  # not a degenerate test
+
+
+def test_ensure_pretrained_trains_the_base_model_only_when_missing(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(gpt.train, "train", lambda config: trained.append(config))
+    assert ensure_pretrained(tmp_path / "base", tmp_path / "text.txt") == tmp_path / "base"
+    (config,) = trained
+    assert config.tokenizer == BASE_MODEL_FLAGS["tokenizer"] == "bpe:2048"
+    assert (config.n_layer, config.n_embd, config.max_iters) == (4, 128, 5000)  # nanoGPT's network, 5,000 steps
+    assert config.out_dir == str(tmp_path / "base") and config.data == str(tmp_path / "text.txt")
+
+
+def test_ensure_pretrained_keeps_an_existing_checkpoint(pretrained, monkeypatch):
+    monkeypatch.setattr(gpt.train, "train", lambda config: pytest.fail("trained although a checkpoint exists"))
+    folder, data = pretrained
+    assert ensure_pretrained(folder, data) == folder
