@@ -45,6 +45,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 import numpy  # noqa: E402
 
+from gpt.cli_types import number, whole_number  # noqa: E402
 from gpt.collate import average_by_group, collate_classification, split_into_windows  # noqa: E402
 from gpt.finetune import FineTuneConfig, add_common_arguments, fine_tune, prepare  # noqa: E402
 from gpt.freezing import trainable_counts  # noqa: E402
@@ -60,6 +61,8 @@ LEARNING_RATES = {"scratch": 1e-3, "full": 1e-3, "frozen": 3e-3, "lora": 3e-3}
 LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
 GPT2_SMALL = GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=True)
 
+POSITIVE, POSITIVE_NUMBER = whole_number(at_least=1), number(above=0)  # refused at parse time: exit 2
+
 
 def build_parser() -> argparse.ArgumentParser:
     counts = lora_parameter_counts(GPT2_SMALL, r=16, targets=LORA_TARGETS, num_labels=2)
@@ -69,16 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
-    parser.add_argument("--num-speakers", type=int, default=8, help="K, the number of classes (default 8)")
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per method (default 300)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--eval-interval", type=int, default=50, help="steps between val evaluations (default 50)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--num-speakers", type=whole_number(at_least=2), default=8,
+                        help="K, the number of classes (default 8)")
+    parser.add_argument("--steps", type=POSITIVE, default=300, help="optimizer steps per method (default 300)")
+    parser.add_argument("--batch-size", type=POSITIVE, default=32)
+    parser.add_argument("--eval-interval", type=POSITIVE, default=50, help="steps between val evaluations (default 50)")
+    parser.add_argument("--lr", type=POSITIVE_NUMBER, default=None,
                         help="one peak learning rate for every method (default: each method's own: "
                              + ", ".join(f"{name} {lr:g}" for name, lr in LEARNING_RATES.items()) + ")")
-    parser.add_argument("--lora-r", type=int, default=4, help="LoRA rank (default 4: under 5%% of this small model)")
-    parser.add_argument("--lora-alpha", type=float, default=8.0, help="LoRA scaling = alpha / r (default 8)")
-    parser.add_argument("--max-windows", type=int, default=None,
+    parser.add_argument("--lora-r", type=POSITIVE, default=4,
+                        help="LoRA rank (default 4: under 5%% of this small model)")
+    parser.add_argument("--lora-alpha", type=POSITIVE_NUMBER, default=8.0, help="LoRA scaling = alpha / r (default 8)")
+    parser.add_argument("--max-windows", type=POSITIVE, default=None,
                         help="read at most this many block_size windows of each speech (default: all of it)")
     parser.add_argument("--pooling", choices=GPTForSequenceClassification.POOLINGS, default="mean",
                         help="what the head reads of each window: the mean of its positions (default; better on "

@@ -39,6 +39,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import numpy  # noqa: E402
 
 import tinygrad_lite as tl  # noqa: E402
+from gpt.cli_types import number, whole_number  # noqa: E402
 from gpt.collate import collate_multiple_choice  # noqa: E402
 from gpt.finetune import (FineTuneConfig, add_common_arguments, fine_tune, load_language_model,  # noqa: E402
                           option_log_likelihoods, prepare)
@@ -48,14 +49,17 @@ from gpt.metrics import accuracy  # noqa: E402
 from gpt.model import evaluating  # noqa: E402
 from gpt.tasks import next_line_choice  # noqa: E402
 
+POSITIVE, POSITIVE_NUMBER = whole_number(at_least=1), number(above=0)  # refused at parse time: exit 2
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
-    parser.add_argument("--steps", type=int, default=400, help="fine-tuning steps (default 400)")
-    parser.add_argument("--batch-size", type=int, default=8, help="questions per step, 5 sequences each (default 8)")
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--eval-interval", type=int, default=50)
+    parser.add_argument("--steps", type=POSITIVE, default=400, help="fine-tuning steps (default 400)")
+    parser.add_argument("--batch-size", type=POSITIVE, default=8,
+                        help="questions per step, 5 sequences each (default 8)")
+    parser.add_argument("--lr", type=POSITIVE_NUMBER, default=3e-4)
+    parser.add_argument("--eval-interval", type=POSITIVE, default=50)
     return parser
 
 

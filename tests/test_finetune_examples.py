@@ -108,3 +108,13 @@ def test_ensure_pretrained_keeps_an_existing_checkpoint(pretrained, monkeypatch)
     monkeypatch.setattr(gpt.train, "train", lambda config: pytest.fail("trained although a checkpoint exists"))
     folder, data = pretrained
     assert ensure_pretrained(folder, data) == folder
+
+
+@pytest.mark.parametrize("name, flags", [("finetune_classify", ["--lr", "0"]), ("finetune_classify", ["--steps", "0"]),
+                                         ("finetune_classify", ["--num-speakers", "1"]),
+                                         ("finetune_multiple_choice", ["--lr", "nan"]),
+                                         ("finetune_multiple_choice", ["--batch-size", "-1"])])
+def test_impossible_flags_are_refused_when_parsed(name, flags, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        load_example(name).main(flags)
+    assert stopped.value.code == 2 and flags[0] in capsys.readouterr().err
