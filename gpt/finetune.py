@@ -36,7 +36,8 @@ from .model import GPT, evaluating
 # the last block and the head" leaves most of it frozen) on 2,048 BPE tokens, for 5,000 steps. Not the
 # character-level model: reading a speech one character at a time, 64 characters per window, it knew
 # too little about who talks how (a linear probe on its features did no better than on a random
-# network's), so no fine-tuning method could beat training from scratch. docs/finetuning.md has the measurements.
+# network's), so no fine-tuning method could beat training from scratch. docs/finetuning.md has the
+# measurements.
 BASE_MODEL_DIR = "out-shakespeare-bpe"
 BASE_MODEL_FLAGS = {"tokenizer": "bpe:2048", "max_iters": 5000, "eval_interval": 500}
 
